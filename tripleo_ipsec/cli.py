@@ -1,0 +1,222 @@
+"""``tripleo-ipsec``: inventory, plan and render from the command line.
+
+Errors are one line on stderr and a non-zero exit; ``render`` leaves no
+output directory behind when it fails.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from tripleo_ipsec.errors import Error
+from tripleo_ipsec import keys
+from tripleo_ipsec import options as options_mod
+from tripleo_ipsec import plan as plan_mod
+from tripleo_ipsec import render
+from tripleo_ipsec import topology
+
+PROG = 'tripleo-ipsec'
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write('%s: error: %s\n' % (self.prog, message))
+        sys.exit(2)
+
+
+def _add_source(parser):
+    group = parser.add_argument_group('where the deployment comes from')
+    src = group.add_mutually_exclusive_group(required=True)
+    src.add_argument('--stack-outputs', metavar='FILE',
+                     help='saved Heat stack outputs (JSON or YAML): Heat\'s '
+                          'list, "openstack stack output show --all" or a '
+                          'plain mapping')
+    src.add_argument('--stack', metavar='NAME',
+                     help='read the outputs of this live stack with '
+                          'python-heatclient')
+    group.add_argument('--os-cloud', metavar='CLOUD',
+                       help='clouds.yaml entry for --stack')
+    group.add_argument('--net-cidr-map', metavar='FILE',
+                       help='network -> CIDR(s), as THT\'s '
+                            'ServiceData.net_cidr_map (JSON or YAML)')
+    group.add_argument('--plan-name', default='overcloud', metavar='NAME',
+                       help='the plan (stack) name the inventory uses '
+                            '(default: overcloud)')
+
+
+def _add_options(parser):
+    group = parser.add_argument_group(
+        'options (override [ipsec] in --config-file)')
+    group.add_argument('--config-file', action='append', default=[],
+                       metavar='PATH', help='oslo.config file; repeatable')
+    group.add_argument('--skip-networks', metavar='NET[,NET...]',
+                       type=lambda v: [n for n in v.split(',') if n.strip()],
+                       help='networks left unencrypted')
+    group.add_argument('--ike', help='IKEv2 proposal')
+    group.add_argument('--esp', help='ESP proposal')
+    group.add_argument('--failure-policy',
+                       choices=options_mod.FAILURE_POLICIES)
+    group.add_argument('--key-epoch', type=int, metavar='N')
+    group.add_argument('--libreswan-version',
+                       choices=options_mod.LIBRESWAN_VERSIONS)
+    group.add_argument('--vip-networks', metavar='VIP:NET[,VIP:NET...]',
+                       type=_pairs, help='network carrying each service VIP')
+
+
+def _pairs(text):
+    try:
+        return dict(p.split(':', 1) for p in text.split(',') if p)
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected VIP:NET[,VIP:NET...]')
+
+
+def _add_format(parser):
+    parser.add_argument('-f', '--format', choices=('json', 'yaml', 'table'),
+                        default='table', help='output format')
+
+
+def build_parser():
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument('--debug', action='store_true',
+                        help='log what happens, to stderr')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                parser_class=_Parser)
+    sub.required = True
+    inv = sub.add_parser('inventory', help='the inventory tripleo-common '
+                         'builds from the stack outputs')
+    _add_source(inv)
+    _add_format(inv)
+    pln = sub.add_parser('plan', help='which conns every host gets')
+    _add_source(pln)
+    _add_options(pln)
+    _add_format(pln)
+    ren = sub.add_parser('render', help='write every host\'s files')
+    _add_source(ren)
+    _add_options(ren)
+    ren.add_argument('--master-key-file', required=True, metavar='KEY',
+                     help='the deployment\'s master key (base64, mode 0600)')
+    ren.add_argument('--create-master-key', action='store_true',
+                     help='create KEY (0600, random) when it does not exist')
+    ren.add_argument('--out', required=True, metavar='DIR',
+                     help='output: DIR/<host>/etc/ipsec.d/... per host')
+    _add_format(ren)
+    return parser
+
+
+def _outputs(args):
+    if args.stack_outputs:
+        return topology.load_outputs(args.stack_outputs)
+    if not args.os_cloud:
+        raise Error('--stack needs --os-cloud')
+    return topology.outputs_from_heat(args.os_cloud, args.stack)
+
+
+def _net_cidr_map(path):
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise Error('net_cidr_map %s: %s' % (path, exc.strerror))
+    except yaml.YAMLError:
+        raise Error('net_cidr_map %s: not valid JSON or YAML' % path)
+    if not isinstance(data, dict):
+        raise Error('net_cidr_map %s: expected a mapping of network to '
+                    'CIDR(s)' % path)
+    return data
+
+
+def _options(args):
+    return options_mod.load(
+        args.config_file, skip_networks=args.skip_networks, ike=args.ike,
+        esp=args.esp, failure_policy=args.failure_policy,
+        key_epoch=args.key_epoch, libreswan_version=args.libreswan_version,
+        vip_networks=args.vip_networks)
+
+
+def _topology(args, opts):
+    return topology.build(_outputs(args), _net_cidr_map(args.net_cidr_map),
+                          dict(opts.vip_networks), args.plan_name)
+
+
+def _print(fmt, data, rows, header):
+    if fmt == 'json':
+        json.dump(data, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write('\n')
+    elif fmt == 'yaml':
+        yaml.safe_dump(data, sys.stdout, default_flow_style=False)
+    else:
+        table = [header] + [[str(c) for c in r] for r in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        line = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
+        print(line)
+        for i, row in enumerate(table):
+            print('| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths))
+                  + ' |')
+            if i == 0:
+                print(line)
+        print(line)
+
+
+def cmd_inventory(args):
+    inv = topology.inventory(_outputs(args), args.plan_name)
+    hostvars = inv.get('_meta', {}).get('hostvars', {})
+    rows = [(h, ', '.join(sorted(k[:-3] for k in v if k.endswith('_ip'))))
+            for h, v in sorted(hostvars.items())]
+    _print(args.format, inv, rows, ['host', 'networks'])
+
+
+def cmd_plan(args):
+    opts = _options(args)
+    the_plan = plan_mod.build(_topology(args, opts), opts)
+    rows = [(name, h.role, len(h.conns),
+             ', '.join(sorted({c.network for c in h.conns})))
+            for name, h in sorted(the_plan.hosts.items())]
+    _print(args.format, the_plan.to_dict(), rows,
+           ['host', 'role', 'conns', 'networks'])
+
+
+def cmd_render(args):
+    opts = _options(args)
+    the_plan = plan_mod.build(_topology(args, opts), opts)
+    if args.create_master_key:
+        master = keys.load_or_create(args.master_key_file)
+    else:
+        master = keys.load(args.master_key_file)
+    written = render.write(the_plan, master, args.out)
+    data = {'out': args.out,
+            'hosts': {h: {'files': n,
+                          'conns': len(the_plan.hosts[h].conns)}
+                      for h, n in sorted(written.items())}}
+    rows = [(h, v['files'], v['conns']) for h, v in data['hosts'].items()]
+    _print(args.format, data, rows, ['host', 'files', 'conns'])
+
+
+COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,
+            'render': cmd_render}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format='%(name)s: %(levelname)s: %(message)s')
+    try:
+        COMMANDS[args.command](args)
+    except Error as exc:
+        sys.stderr.write('%s: error: %s\n' % (PROG, exc))
+        return 1
+    except OSError as exc:
+        sys.stderr.write('%s: error: %s%s\n'
+                         % (PROG, exc.strerror or exc,
+                            ': %s' % exc.filename if exc.filename else ''))
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The master key and the per-pair keys derived from it.
+
+One master key per deployment lives on the undercloud only.  Every pair of
+addresses on a network gets its own pre-shared key::
+
+    PSK = HKDF-SHA256(master, info="tripleo-ipsec|v1|<network>|<lo>|<hi>|<epoch>")
+
+where ``lo``/``hi`` are the pair's addresses in sorted order, so both ends
+derive the same key without any per-pair state.  Bumping the epoch rotates
+every key.  Nothing here logs, prints or raises with key material in it.
+"""
+
+import base64
+import os
+import stat
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tripleo_ipsec.errors import Error
+
+MIN_MASTER_BYTES = 32
+NEW_MASTER_BYTES = 64
+PSK_BYTES = 48          # 64 characters once base64-encoded
+INFO_PREFIX = b'tripleo-ipsec|v1|'
+
+
+class MasterKey(object):
+    """The deployment's master secret; its repr never shows the bytes."""
+
+    __slots__ = ('_secret',)
+
+    def __init__(self, secret):
+        if len(secret) < MIN_MASTER_BYTES:
+            raise Error('master key is too short: %d bytes, need at least %d'
+                        % (len(secret), MIN_MASTER_BYTES))
+        self._secret = bytes(secret)
+
+    def __repr__(self):
+        return '<MasterKey>'
+
+    def psk(self, network, address_a, address_b, epoch):
+        """The PSK of one pair on one network, as libreswan text (64 chars)."""
+        low, high = sorted((address_a, address_b))
+        info = INFO_PREFIX + ('%s|%s|%s|%d' % (network, low, high, epoch)
+                              ).encode('ascii')
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=PSK_BYTES, salt=None,
+                    info=info)
+        return base64.b64encode(hkdf.derive(self._secret)).decode('ascii')
+
+
+def load(path):
+    """Read a master key file: base64 text of at least 32 random bytes.
+
+    Refused when missing, unreadable, not base64, short, or readable by
+    group or others.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise Error('master key file %s: %s' % (path, exc.strerror))
+    with os.fdopen(fd, 'rb') as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise Error('master key file %s is accessible by group or others '
+                        '(mode %04o); chmod 0600 it' % (path, mode & 0o7777))
+        text = f.read()
+    try:
+        secret = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise Error('master key file %s is not base64 text' % path)
+    try:
+        return MasterKey(secret)
+    except Error as exc:
+        raise Error('master key file %s: %s' % (path, exc))
+
+
+def create(path):
+    """Create a new master key file (0600); never overwrites one."""
+    secret = os.urandom(NEW_MASTER_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Error('master key file %s already exists; not overwriting it'
+                    % path)
+    except OSError as exc:
+        raise Error('master key file %s: %s' % (path, exc.strerror))
+    with os.fdopen(fd, 'wb') as f:
+        f.write(base64.b64encode(secret) + b'\n')
+    return MasterKey(secret)
+
+
+def load_or_create(path):
+    """The key at ``path``, created first when there is none."""
+    if not os.path.exists(path):
+        return create(path)
+    return load(path)

@@ -1,0 +1,71 @@
+"""Every name tripleo-ipsec gives to anything: conns, files, resources.
+
+One module owns them so that the renderer, the Ansible role, the OCF agent
+and the tests can never disagree.  Names are built from stable identities
+(network, host name, VIP name), never from list positions, so adding or
+removing a node renames nothing else.
+"""
+
+PREFIX = 'tripleo'
+
+# Where a node's bundle lives, relative to the node's root.
+IPSEC_D = 'etc/ipsec.d'
+MANIFEST = 'var/lib/tripleo-ipsec/manifest.json'
+
+# Our OCF resource agent: ocf:<provider>:<type>.
+OCF_PROVIDER = 'tripleo-ipsec'
+OCF_TYPE = 'vip'
+
+
+def host_conn(network, host_a, host_b):
+    """The conn between two hosts on a network; the same name on both ends."""
+    first, second = sorted((host_a, host_b))
+    return '%s-%s-%s--%s' % (PREFIX, network, first, second)
+
+
+def vip_conn(vip_name, peer):
+    """The conn between a VIP and one peer host.
+
+    The peer's side (towards the VIP) and the holder's side (from the VIP to
+    that peer) carry the same name, so each end mirrors the other.
+    """
+    return '%s-vip-%s-%s' % (PREFIX, vip_name, peer)
+
+
+def network_conf(network):
+    return '%s/%s-%s.conf' % (IPSEC_D, PREFIX, network)
+
+
+def network_secrets(network):
+    return '%s/%s-%s.secrets' % (IPSEC_D, PREFIX, network)
+
+
+def vip_conf(vip_name):
+    return '%s/%s-vip-%s.conf' % (IPSEC_D, PREFIX, vip_name)
+
+
+def vip_secrets(vip_name):
+    return '%s/%s-vip-%s.secrets' % (IPSEC_D, PREFIX, vip_name)
+
+
+def vip_ip_resource(address):
+    """The IPaddr2 resource tripleo-heat-templates creates for a VIP.
+
+    THT (puppet-tripleo ``pacemaker::resource::ip``) names it ``ip-<address>``;
+    an IPv6 address keeps its colons out of the XML id by using dots.
+    """
+    return 'ip-%s' % address.replace(':', '.')
+
+
+def vip_ipsec_resource(vip_name):
+    """Our resource that owns the VIP's IPsec side."""
+    return '%s-ipsec-%s' % (PREFIX, vip_name)
+
+
+def ocf_agent():
+    return 'ocf:%s:%s' % (OCF_PROVIDER, OCF_TYPE)
+
+
+def firewall_rule(number, what, network, ip_version):
+    """A ``tripleo_firewall`` rule name: '<number> <what> <network> ipv<N>'."""
+    return '%d ipsec %s %s ipv%d' % (number, what, network, ip_version)

@@ -1,0 +1,199 @@
+"""Topology + Options -> Plan: which conns every host gets.  No I/O.
+
+- Every pair of hosts on a protected network gets one transport-mode conn,
+  mirrored on both ends under the same name.  Both ends load it as a trap
+  (``auto=ondemand``), so no packet leaves in clear while the SA comes up,
+  and exactly one end is the initiator, chosen from a hash of the pair, so
+  no two hosts start crossing negotiations and the load spreads evenly.
+- Every VIP on a protected network gets, on each peer host of its network, a
+  trap conn towards the VIP (``right=<VIP>``), and on each host that may hold
+  it (pacemaker nodes), one conn from the VIP to every peer, left for the
+  OCF agent to load (``auto=ignore``) when the VIP lands there.
+- Keys are not in the plan: render derives them from the master key, the
+  network, the pair's addresses and ``key_epoch``.
+- Excluded (blacklisted) hosts stay peers of the others, so their tunnels
+  keep working, but get no plan of their own.
+"""
+
+import dataclasses
+import hashlib
+import typing
+
+from tripleo_ipsec.errors import Error
+from tripleo_ipsec import names
+
+HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'
+IKE_PORTS = (500, 4500)
+
+
+class Conn(typing.NamedTuple):
+    name: str
+    kind: str          # HOST, VIP_PEER or VIP_HOLDER
+    network: str
+    vip: str           # the VIP's name for VIP conns, '' for HOST conns
+    left: str          # this end's address (the VIP's, for VIP_HOLDER)
+    right: str         # the other end's address (the VIP's, for VIP_PEER)
+    peer: str          # the other end's host name ('' for VIP_PEER)
+    initiator: bool    # this end starts the negotiation
+    auto: str          # 'ondemand' (trap once loaded) or 'ignore'
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPlan(object):
+    name: str
+    role: str
+    conns: tuple       # of Conn, sorted by (network, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class VipPlan(object):
+    name: str
+    network: str
+    address: str
+    holders: tuple     # hosts that may hold it
+    peers: tuple       # every other host of its network
+    resource: dict     # the pacemaker resource that owns its IPsec side
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan(object):
+    networks: tuple            # protected networks
+    hosts: dict                # host name -> HostPlan (excluded hosts: none)
+    vips: tuple                # of VipPlan
+    firewall_rules: dict       # tripleo_firewall rules, by rule name
+    options: dict              # the Options the plan was made with
+
+    def to_dict(self):
+        hosts = {}
+        for name, host in sorted(self.hosts.items()):
+            hosts[name] = {'role': host.role,
+                           'conns': [c._asdict() for c in host.conns]}
+        counts = [len(h.conns) for h in self.hosts.values()] or [0]
+        return {
+            'networks': list(self.networks),
+            'hosts': hosts,
+            'vips': [dataclasses.asdict(v) for v in self.vips],
+            'firewall_rules': self.firewall_rules,
+            'options': self.options,
+            'summary': {'hosts': len(self.hosts),
+                        'conns': sum(counts),
+                        'max_conns_per_host': max(counts)},
+        }
+
+
+def initiator(network, address_a, address_b):
+    """The address that initiates for this pair: stable, evenly spread."""
+    low, high = sorted((address_a, address_b))
+    digest = hashlib.sha256(('%s|%s|%s' % (network, low, high)).encode())
+    return low if digest.digest()[0] & 1 == 0 else high
+
+
+def _family(address):
+    return 6 if ':' in address else 4
+
+
+def protected_networks(topology, options):
+    unknown = sorted(set(options.skip_networks) - set(topology.networks))
+    if unknown:
+        raise Error('skip_networks: %s %s not a network of this deployment '
+                    '(networks: %s)'
+                    % (', '.join(unknown), 'is' if len(unknown) == 1
+                       else 'are', ', '.join(topology.networks)))
+    return tuple(n for n in topology.networks
+                 if n not in options.skip_networks)
+
+
+def _firewall_rules(topology, networks):
+    rules = {}
+    for net in networks:
+        families = sorted({_family(h.addresses[net])
+                           for h in topology.members(net)})
+        sources = topology.cidrs.get(net) or [None]
+        for source in sources:
+            for fam in families:
+                if source is not None and _family(source) != fam:
+                    continue
+                label = '%s %s' % (net, source or 'ipv%d' % fam)
+                common = {'ipversion': 'ipv%d' % fam}
+                if source is not None:
+                    common['source'] = source
+                rules['100 ipsec ike %s' % label] = dict(
+                    common, proto='udp', dport=list(IKE_PORTS))
+                rules['101 ipsec esp %s' % label] = dict(common, proto='esp')
+    return rules
+
+
+def build(topology, options):
+    """Topology + Options -> Plan."""
+    networks = protected_networks(topology, options)
+    conns = {h.name: [] for h in topology.hosts if not h.excluded}
+
+    for net in networks:
+        members = topology.members(net)
+        for i, a in enumerate(members):
+            addr_a = a.addresses[net]
+            for b in members[i + 1:]:
+                addr_b = b.addresses[net]
+                if _family(addr_a) != _family(addr_b):
+                    continue
+                name = names.host_conn(net, a.name, b.name)
+                first = initiator(net, addr_a, addr_b)
+                if a.name in conns:
+                    conns[a.name].append(Conn(
+                        name, HOST, net, '', addr_a, addr_b, b.name,
+                        first == addr_a, 'ondemand'))
+                if b.name in conns:
+                    conns[b.name].append(Conn(
+                        name, HOST, net, '', addr_b, addr_a, a.name,
+                        first == addr_b, 'ondemand'))
+
+    vips = []
+    for vip in topology.vips:
+        if vip.network not in networks:
+            continue
+        members = [h for h in topology.members(vip.network)
+                   if _family(h.addresses[vip.network]) ==
+                   _family(vip.address)]
+        holders = tuple(h.name for h in members if h.vip_holder)
+        if not holders:
+            raise Error('VIP %s (%s) is on protected network %s but no host '
+                        'of that network runs pacemaker to hold it'
+                        % (vip.name, vip.address, vip.network))
+        for peer in members:
+            if peer.name not in conns:
+                continue
+            conns[peer.name].append(Conn(
+                names.vip_conn(vip.name, peer.name), VIP_PEER, vip.network,
+                vip.name, peer.addresses[vip.network], vip.address, '',
+                False, 'ondemand'))
+        for holder in members:
+            if not holder.vip_holder or holder.name not in conns:
+                continue
+            for peer in members:
+                if peer.name == holder.name:
+                    continue
+                conns[holder.name].append(Conn(
+                    names.vip_conn(vip.name, peer.name), VIP_HOLDER,
+                    vip.network, vip.name, vip.address,
+                    peer.addresses[vip.network], peer.name, True, 'ignore'))
+        ip_resource = names.vip_ip_resource(vip.address)
+        vips.append(VipPlan(
+            name=vip.name, network=vip.network, address=vip.address,
+            holders=holders,
+            peers=tuple(h.name for h in members),
+            resource={'id': names.vip_ipsec_resource(vip.name),
+                      'agent': names.ocf_agent(),
+                      'params': {'vip': vip.address, 'vip_name': vip.name},
+                      'colocated_with': ip_resource,
+                      'started_after': ip_resource}))
+
+    hosts = {}
+    for host in topology.hosts:
+        if host.name in conns:
+            hosts[host.name] = HostPlan(
+                host.name, host.role,
+                tuple(sorted(conns[host.name],
+                             key=lambda c: (c.network, c.name, c.kind))))
+    return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
+                firewall_rules=_firewall_rules(topology, networks),
+                options=options.to_dict())
