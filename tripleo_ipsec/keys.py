@@ -3,7 +3,8 @@
 One master key per deployment lives on the undercloud only.  Every pair of
 addresses on a network gets its own pre-shared key::
 
-    PSK = HKDF-SHA256(master, info="tripleo-ipsec|v1|<network>|<lo>|<hi>|<epoch>")
+    PSK = HKDF-SHA256(master,
+                      info="tripleo-ipsec|v1|<network>|<lo>|<hi>|<epoch>")
 
 where ``lo``/``hi`` are the pair's addresses in sorted order, so both ends
 derive the same key without any per-pair state.  Bumping the epoch rotates
@@ -15,7 +16,8 @@ import os
 import stat
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives import hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from tripleo_ipsec.errors import Error
 
@@ -28,13 +30,18 @@ INFO_PREFIX = b'tripleo-ipsec|v1|'
 class MasterKey(object):
     """The deployment's master secret; its repr never shows the bytes."""
 
-    __slots__ = ('_secret',)
+    __slots__ = ('_prk',)
 
     def __init__(self, secret):
         if len(secret) < MIN_MASTER_BYTES:
             raise Error('master key is too short: %d bytes, need at least %d'
                         % (len(secret), MIN_MASTER_BYTES))
-        self._secret = bytes(secret)
+        # HKDF-Extract (RFC 5869 2.2) with no salt, done once; every pair's
+        # key is then one HKDF-Expand of this pseudo-random key.
+        extract = hmac.HMAC(b'\0' * hashes.SHA256.digest_size,
+                            hashes.SHA256())
+        extract.update(bytes(secret))
+        self._prk = extract.finalize()
 
     def __repr__(self):
         return '<MasterKey>'
@@ -44,9 +51,9 @@ class MasterKey(object):
         low, high = sorted((address_a, address_b))
         info = INFO_PREFIX + ('%s|%s|%s|%d' % (network, low, high, epoch)
                               ).encode('ascii')
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=PSK_BYTES, salt=None,
-                    info=info)
-        return base64.b64encode(hkdf.derive(self._secret)).decode('ascii')
+        expand = HKDFExpand(algorithm=hashes.SHA256(), length=PSK_BYTES,
+                            info=info)
+        return base64.b64encode(expand.derive(self._prk)).decode('ascii')
 
 
 def load(path):

@@ -32,6 +32,11 @@ def vip_conn(vip_name, peer):
     return '%s-vip-%s-%s' % (PREFIX, vip_name, peer)
 
 
+def defaults_conn(group):
+    """The section a file's conns include with ``also=`` (never loaded)."""
+    return '%s-defaults-%s' % (PREFIX, group)
+
+
 def network_conf(network):
     return '%s/%s-%s.conf' % (IPSEC_D, PREFIX, network)
 

@@ -40,63 +40,105 @@ _ENV = jinja2.Environment(
 
 
 def _groups(host_plan):
-    """A host's conns grouped by the file they go to, in file order."""
-    groups = {}
+    """A host's conns grouped by the file they go to, in file order:
+    {(conf, secrets, shared section, title, vip): [Conn, ...]}."""
+    grouped = {}
     for conn in host_plan.conns:
-        if conn.kind == plan_mod.HOST:
-            key = (names.network_conf(conn.network),
-                   names.network_secrets(conn.network),
-                   'host-to-host conns on network %s' % conn.network)
+        grouped.setdefault((conn.kind == plan_mod.HOST, conn.network,
+                            conn.vip), []).append(conn)
+    groups = {}
+    for (is_host, network, vip), conns in grouped.items():
+        if is_host:
+            key = (names.network_conf(network),
+                   names.network_secrets(network),
+                   names.defaults_conn(network),
+                   'host-to-host conns on network %s' % network, '')
         else:
-            key = (names.vip_conf(conn.vip), names.vip_secrets(conn.vip),
-                   'conns of VIP %s on network %s' % (conn.vip, conn.network))
-        groups.setdefault(key, []).append(conn)
+            key = (names.vip_conf(vip), names.vip_secrets(vip),
+                   names.defaults_conn('vip-' + vip),
+                   'conns of VIP %s on network %s' % (vip, network), vip)
+        groups[key] = conns
     return groups
 
 
-def host_files(the_plan, host, master_key):
-    """The files of one host: {relative path: (text, mode)}."""
+class _Keys(object):
+    """Each pair's key, derived once for both of its ends."""
+
+    def __init__(self, master_key, epoch):
+        self.master_key, self.epoch, self.pending = master_key, epoch, {}
+
+    def __call__(self, conn):
+        psk = self.pending.pop((conn.network, conn.right, conn.left), None)
+        if psk is None:
+            psk = self.master_key.psk(conn.network, conn.left, conn.right,
+                                      self.epoch)
+            self.pending[(conn.network, conn.left, conn.right)] = psk
+        return psk
+
+
+def host_files(the_plan, host, master_key, derive=None):
+    """The files of one host: {relative path: (text, mode)}.
+
+    The manifest lists every file with its digest, every conn with a digest
+    of what pluto would load for it (its stanza, the shared section it
+    includes and the key epoch), the conns this end initiates, and each
+    VIP's conns; the node side reconciles from it.
+    """
     opts = the_plan.options
-    context = {'ike': opts['ike'], 'esp': opts['esp'],
-               'syntax': SYNTAX[opts['libreswan_version']],
-               'shunt': SHUNTS[opts['failure_policy']]}
     epoch = opts['key_epoch']
+    shunt = SHUNTS[opts['failure_policy']]
+    context = {'ike': opts['ike'], 'esp': opts['esp'],
+               'keyexchange': SYNTAX[opts['libreswan_version']]['keyexchange'],
+               'failureshunt': shunt['failure'],
+               'negotiationshunt': shunt['negotiation']}
+    derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
-    files, manifest = {}, {}
-    for (conf, secrets, title), conns in _groups(
+    files, digests, initiate, vips = {}, {}, [], {}
+    sha256 = hashlib.sha256
+    for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
-        text = conns_tpl.render(context, title=title, conns=conns)
+        text = conns_tpl.render(
+            context, title=title, defaults=defaults,
+            conns=[(c.name, c.left, c.right, c.auto) for c in conns])
         files[conf] = (text, 0o644)
-        keys = [(c.left, c.right,
-                 master_key.psk(c.network, c.left, c.right, epoch))
-                for c in conns]
-        files[secrets] = (secrets_tpl.render(title=title, epoch=epoch,
-                                             keys=keys), 0o600)
-        stanzas = text.split('\nconn ')[1:]
-        for conn, stanza in zip(conns, stanzas):
-            digest = hashlib.sha256(
-                ('%s\nepoch=%d' % (stanza, epoch)).encode()).hexdigest()
-            manifest[conn.name] = {
-                'file': '/' + conf, 'kind': conn.kind,
-                'network': conn.network, 'vip': conn.vip,
-                'initiator': conn.initiator, 'auto': conn.auto,
-                'digest': digest[:16]}
+        files[secrets] = (secrets_tpl.render(
+            title=title, epoch=epoch,
+            keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
+        stanzas = text.split('\nconn ')
+        shared = '%s\nepoch=%d\n' % (stanzas[1], epoch)
+        for conn, stanza in zip(conns, stanzas[2:]):
+            digests[conn.name] = sha256(
+                (shared + stanza).encode()).hexdigest()[:16]
+        initiate.extend(c.name for c in conns
+                        if c.initiator and c.kind == plan_mod.HOST)
+        if vip:
+            vips[vip] = {
+                'network': conns[0].network,
+                'peer': [c.name for c in conns
+                         if c.kind == plan_mod.VIP_PEER],
+                'holder': [c.name for c in conns
+                           if c.kind == plan_mod.VIP_HOLDER]}
+    manifest = {
+        'version': 1, 'host': host, 'key_epoch': epoch,
+        'files': {'/' + path: {'mode': '%04o' % mode,
+                               'sha256': sha256(text.encode()).hexdigest()}
+                  for path, (text, mode) in files.items()},
+        'conns': digests, 'initiate': initiate, 'vips': vips}
     files[names.MANIFEST] = (json.dumps(
-        {'version': 1, 'host': host, 'key_epoch': epoch,
-         'files': sorted('/' + p for p in files),
-         'conns': manifest}, indent=1, sort_keys=True) + '\n', 0o644)
+        manifest, sort_keys=True, separators=(',', ':')) + '\n', 0o644)
     return files
 
 
 def _write_host(root, files):
+    for directory in sorted({os.path.dirname(p) for p in files}):
+        os.makedirs(os.path.join(root, directory), exist_ok=True)
     for path, (text, mode) in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd = os.open(os.path.join(root, path),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, 'w') as f:
+            os.fchmod(fd, mode)
             f.write(text)
-        os.chmod(full, mode)
     ipsec_d = os.path.join(root, names.IPSEC_D)
     if os.path.isdir(ipsec_d):
         os.chmod(ipsec_d, 0o700)
@@ -132,8 +174,9 @@ def write(the_plan, master_key, out):
         os.chmod(tmp, 0o755)
         with open(os.path.join(tmp, MARKER), 'w') as f:
             f.write('rendered by tripleo-ipsec; replaced on every render\n')
+        derive = _Keys(master_key, the_plan.options['key_epoch'])
         for host in sorted(the_plan.hosts):
-            files = host_files(the_plan, host, master_key)
+            files = host_files(the_plan, host, master_key, derive)
             _write_host(os.path.join(tmp, host), files)
             written[host] = len(files)
         if exists:

@@ -88,7 +88,7 @@ class _Allocator(object):
 
 
 def stack_outputs(roles, networks=None, stack='overcloud', blacklist=(),
-                  service_vips=True):
+                  service_vips=True, vip_networks=VIP_NETWORKS):
     """The stack outputs of an overcloud (a plain key -> value mapping)."""
     networks = dict(networks or DEFAULT_NETWORKS)
     alloc = _Allocator(networks)
@@ -106,7 +106,7 @@ def stack_outputs(roles, networks=None, stack='overcloud', blacklist=(),
                                  for n in names]
         services[role.name] = list(role.services)
     vips = {net: alloc.vip(net, 5) for net in networks
-            if net in VIP_NETWORKS}
+            if net in vip_networks}
     if service_vips and 'internal_api' in networks:
         vips['redis'] = alloc.vip('internal_api', 4)
         vips['ovn_dbs'] = alloc.vip('internal_api', 6)

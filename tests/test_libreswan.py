@@ -1,0 +1,136 @@
+"""Rendered bundles against the real libreswan 4.10: addconn and pluto."""
+
+import os
+import re
+import shutil
+
+from tests import base
+from tests import pluto
+
+FIXTURES = sorted(base.FIXTURE_FILES)
+
+
+def _top_config(out, host, dest):
+    """An ipsec.conf including the host's conns, as /etc/ipsec.conf does."""
+    path = os.path.join(dest, '%s-ipsec.conf' % host)
+    with open(path, 'w') as f:
+        f.write('config setup\n\ninclude %s/%s/etc/ipsec.d/*.conf\n'
+                % (out, host))
+    return path
+
+
+class TestCheckconfig(base.TestCase):
+    """Every rendered host passes ``ipsec addconn --checkconfig``."""
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which('ipsec'):
+            self.skipTest('libreswan is not installed '
+                          '(apt-get install libreswan)')
+
+    def _check(self, fixture, **opts):
+        the_plan = base.make_plan(base.fixture_topology(fixture), **opts)
+        out, _ = self.render(the_plan)
+        tmp = self.tempdir()
+        for host in the_plan.hosts:
+            conf = _top_config(out, host, tmp)
+            result = pluto.run(['ipsec', 'addconn', '--config', conf,
+                                '--checkconfig'])
+            self.assertEqual(0, result.returncode,
+                             '%s/%s: %s' % (fixture, host, result.stderr))
+            listed = set(pluto.run(['ipsec', 'addconn', '--config', conf,
+                                    '--listall']).stdout.split())
+            ignored = set(pluto.run(['ipsec', 'addconn', '--config', conf,
+                                     '--listignore']).stdout.split())
+            manifest = base.manifest(out, host)
+            shared = {n for n in listed if n.startswith('tripleo-defaults-')}
+            self.assertEqual(set(manifest['conns']), listed - shared)
+            # the shared sections are never loaded, nor are holder conns
+            holders = {n for v in manifest['vips'].values()
+                       for n in v['holder']}
+            self.assertEqual(shared | holders, ignored)
+
+    def test_stock(self):
+        self._check('stock')
+
+    def test_composable(self):
+        self._check('composable')
+
+    def test_spine_leaf(self):
+        self._check('spine_leaf')
+
+    def test_dual_stack(self):
+        self._check('dual_stack')
+
+    def test_excluded(self):
+        self._check('excluded')
+
+    def test_staged_failure_policy(self):
+        self._check('stock', failure_policy='private-or-clear')
+
+    def test_other_proposals(self):
+        self._check('stock', ike='chacha20_poly1305-sha2_512-dh31',
+                    esp='aes_gcm128,chacha20_poly1305')
+
+    def test_every_network_protected(self):
+        self._check('composable', skip_networks=('ctlplane',))
+
+
+class TestPlutoLoads(base.TestCase):
+    """Every host's conns load into a real pluto, with their secrets."""
+
+    def setUp(self):
+        super().setUp()
+        why = pluto.available()
+        if why:
+            self.skipTest(why)
+
+    def _load(self, fixture):
+        topo = base.fixture_topology(fixture)
+        the_plan = base.make_plan(topo)
+        out, _ = self.render(the_plan)
+        tmp = self.tempdir()
+        vips = [v.address for v in topo.vips]
+        for host in topo.hosts:
+            if host.name not in the_plan.hosts:
+                continue
+            conns = sorted(base.manifest(out, host.name)['conns'])
+            addresses = sorted(set(host.addresses.values()) | set(vips))
+            secrets = '%s/%s/etc/ipsec.d/*.secrets' % (out, host.name)
+            scratch = pluto.ScratchPluto(addresses, secrets)
+            self.addCleanup(scratch.stop)
+            result = scratch.addconn(_top_config(out, host.name, tmp), conns)
+            log = scratch.log_text()
+            self.assertEqual(0, result.returncode,
+                             '%s: %s %s' % (host.name, result.stderr, log))
+            self.assertNotIn('failed to add', log)
+            added = re.findall(r'"([^"]+)": added IKEv2 connection', log)
+            self.assertEqual(conns, sorted(added), host.name)
+            status = scratch.whack('--status').stdout
+            for name in conns:
+                self.assertIn('"%s":' % name, status)
+            # every conn's secret parsed: pluto lists a PSK for each pair
+            reread = scratch.whack('--rereadsecrets')
+            self.assertNotIn('ERROR', reread.stdout + reread.stderr)
+            listed = re.findall(r'PSK (\S+) (\S+)',
+                                scratch.whack('--listpsks').stdout)
+            wanted = {frozenset((c.left, c.right))
+                      for c in the_plan.hosts[host.name].conns}
+            self.assertEqual(wanted, {frozenset(p) for p in listed})
+            self.assertEqual(len(wanted), len(listed))
+            scratch.stop()
+
+    def test_stock(self):
+        self._load('stock')
+
+    def test_composable(self):
+        self._load('composable')
+
+    def test_spine_leaf(self):
+        self._load('spine_leaf')
+
+    def test_dual_stack(self):
+        self._load('dual_stack')
+
+    def test_excluded(self):
+        self._load('excluded')

@@ -1,0 +1,308 @@
+"""Plan and render properties over every fixture: the mesh is whole,
+mirrored, keyed alike on both ends, and stable when nodes come and go."""
+
+import collections
+import itertools
+import os
+import re
+
+from tests import base
+from tripleo_ipsec import plan
+from tripleo_ipsec import synth
+from tripleo_ipsec import topology
+
+_PSK = re.compile(r'^(\S+) (\S+) : PSK "([^"]+)"$', re.M)
+_STANZA = re.compile(r'^conn (\S+)\n((?:\t.*\n)+)', re.M)
+
+
+def secrets_of(out, host):
+    """{(left, right): psk} from every secrets file of a rendered host."""
+    found = {}
+    ipsec_d = os.path.join(out, host, 'etc/ipsec.d')
+    for name in os.listdir(ipsec_d):
+        if name.endswith('.secrets'):
+            with open(os.path.join(ipsec_d, name)) as f:
+                for left, right, psk in _PSK.findall(f.read()):
+                    found[(left, right)] = psk
+    return found
+
+
+def stanzas_of(out, host):
+    """{conn name: stanza text} from every conf file of a rendered host."""
+    found = {}
+    ipsec_d = os.path.join(out, host, 'etc/ipsec.d')
+    for name in os.listdir(ipsec_d):
+        if name.endswith('.conf'):
+            with open(os.path.join(ipsec_d, name)) as f:
+                found.update((name, text) for name, text in
+                             _STANZA.findall(f.read())
+                             if not name.startswith('tripleo-defaults-'))
+    return found
+
+
+class TestMesh(base.TestCase):
+
+    def _check(self, fixture):
+        topo = base.fixture_topology(fixture)
+        the_plan = base.make_plan(topo)
+        out, _ = self.render(the_plan)
+        self.assertEqual(('internal_api', 'storage', 'storage_mgmt'),
+                         tuple(n for n in the_plan.networks
+                               if n != 'storage_nfs'))
+        by_host = {h: {c.name: c for c in hp.conns}
+                   for h, hp in the_plan.hosts.items()}
+        keys = {h: secrets_of(out, h) for h in the_plan.hosts}
+        pairs = 0
+        for net in the_plan.networks:
+            members = topo.members(net)
+            for a, b in itertools.combinations(members, 2):
+                addr_a, addr_b = a.addresses[net], b.addresses[net]
+                if (':' in addr_a) != (':' in addr_b):
+                    continue
+                pairs += 1
+                name = 'tripleo-%s-%s--%s' % ((net,) + tuple(
+                    sorted((a.name, b.name))))
+                ends = [(h, o) for h, o in ((a, b), (b, a))
+                        if h.name in by_host]
+                for me, other in ends:
+                    conn = by_host[me.name][name]
+                    self.assertEqual((me.addresses[net],
+                                      other.addresses[net], other.name,
+                                      'ondemand', plan.HOST),
+                                     (conn.left, conn.right, conn.peer,
+                                      conn.auto, conn.kind))
+                if len(ends) == 2:
+                    ca, cb = by_host[a.name][name], by_host[b.name][name]
+                    self.assertNotEqual(ca.initiator, cb.initiator, name)
+                    self.assertEqual(keys[a.name][(addr_a, addr_b)],
+                                     keys[b.name][(addr_b, addr_a)])
+        self.assertGreater(pairs, 0)
+        skipped = {'tenant', 'external', 'ctlplane'}
+        for host, conns in by_host.items():
+            self.assertFalse({c.network for c in conns.values()} & skipped)
+            files = os.listdir(os.path.join(out, host, 'etc/ipsec.d'))
+            for net in skipped:
+                self.assertNotIn('tripleo-%s.conf' % net, files)
+            # a host's secrets hold its own pairs and nothing else
+            wanted = {(c.left, c.right) for c in conns.values()}
+            self.assertEqual(wanted, set(keys[host]))
+            stanzas = stanzas_of(out, host)
+            self.assertEqual(set(conns), set(stanzas))
+        all_keys = [k for h in keys.values() for k in h.values()]
+        # each pair's key is its own: as many distinct keys as pairs
+        self.assertEqual(len(set(all_keys)),
+                         len({frozenset(p) for h in keys.values()
+                              for p in h}))
+        return topo, the_plan, out
+
+    def test_stock(self):
+        topo, the_plan, _ = self._check('stock')
+        self.assertEqual(5, len(the_plan.hosts))
+        self.assertEqual({'internal_api', 'ovn_dbs', 'redis', 'storage',
+                          'storage_mgmt'}, {v.name for v in the_plan.vips})
+
+    def test_composable(self):
+        _, the_plan, _ = self._check('composable')
+        self.assertIn('storage_nfs', the_plan.networks)
+
+    def test_spine_leaf_subnets_are_peers(self):
+        topo, the_plan, _ = self._check('spine_leaf')
+        leaf1 = the_plan.hosts['overcloud-compute-leaf1-0']
+        peers = {c.peer for c in leaf1.conns
+                 if c.network == 'internal_api' and c.kind == plan.HOST}
+        self.assertIn('overcloud-compute-leaf2-1', peers)
+        self.assertIn('overcloud-controller-0', peers)
+        subnets = {h.addresses['internal_api'].rsplit('.', 2)[0]
+                   for h in topo.members('internal_api')}
+        self.assertEqual(3, len(subnets))
+
+    def test_dual_stack(self):
+        topo, the_plan, _ = self._check('dual_stack')
+        conns = the_plan.hosts['overcloud-controller-0'].conns
+        self.assertTrue(all(':' in c.left for c in conns))
+        self.assertTrue(all(':' in v.address for v in the_plan.vips))
+
+    def test_excluded_host_is_peer_but_gets_nothing(self):
+        topo, the_plan, out = self._check('excluded')
+        self.assertNotIn('overcloud-novacompute-1', the_plan.hosts)
+        self.assertFalse(os.path.exists(
+            os.path.join(out, 'overcloud-novacompute-1')))
+        peers = {c.peer for c in
+                 the_plan.hosts['overcloud-novacompute-0'].conns}
+        self.assertIn('overcloud-novacompute-1', peers)
+
+    def test_initiators_spread_and_stable(self):
+        topo = topology.build(synth.stack_outputs(
+            [synth.controller(3), synth.compute(30)]))
+        the_plan = base.make_plan(topo)
+        for name, hp in the_plan.hosts.items():
+            mine = [c.initiator for c in hp.conns if c.kind == plan.HOST]
+            share = sum(mine) / len(mine)
+            # one initiator per pair, spread: nobody starts all or none
+            self.assertTrue(0.2 < share < 0.8, '%s: %.2f' % (name, share))
+        count = collections.Counter(
+            c.initiator for hp in the_plan.hosts.values() for c in hp.conns
+            if c.kind == plan.HOST)
+        self.assertEqual(count[True], count[False])
+        again = base.make_plan(topo)
+        self.assertEqual(the_plan.hosts, again.hosts)
+
+
+class TestVips(base.TestCase):
+
+    def test_vip_conns(self):
+        topo = base.fixture_topology('stock')
+        the_plan = base.make_plan(topo)
+        holders = {h.name for h in topo.hosts if h.vip_holder}
+        self.assertEqual({'overcloud-controller-0', 'overcloud-controller-1',
+                          'overcloud-controller-2'}, holders)
+        for vip in the_plan.vips:
+            members = topo.members(vip.network)
+            self.assertEqual(set(vip.holders), holders)
+            for host in members:
+                conns = the_plan.hosts[host.name].conns
+                peer_side = [c for c in conns if c.vip == vip.name and
+                             c.kind == plan.VIP_PEER]
+                self.assertEqual(1, len(peer_side))
+                self.assertEqual((host.addresses[vip.network], vip.address,
+                                  'ondemand', False),
+                                 (peer_side[0].left, peer_side[0].right,
+                                  peer_side[0].auto, peer_side[0].initiator))
+                holder_side = {c.peer: c for c in conns if c.vip == vip.name
+                               and c.kind == plan.VIP_HOLDER}
+                if host.name in holders:
+                    self.assertEqual({m.name for m in members} - {host.name},
+                                     set(holder_side))
+                    for peer, conn in holder_side.items():
+                        self.assertEqual(('ignore', True, vip.address),
+                                         (conn.auto, conn.initiator,
+                                          conn.left))
+                        # the holder's end mirrors the peer's end
+                        mirror = [c for c in the_plan.hosts[peer].conns
+                                  if c.name == conn.name]
+                        self.assertEqual([(conn.right, conn.left)],
+                                         [(c.left, c.right) for c in mirror])
+                else:
+                    self.assertEqual({}, holder_side)
+            self.assertEqual('ip-%s' % vip.address,
+                             vip.resource['colocated_with'])
+            self.assertEqual(vip.resource['colocated_with'],
+                             vip.resource['started_after'])
+
+    def test_vip_keys_match_on_both_ends(self):
+        the_plan = base.make_plan(base.fixture_topology('stock'))
+        out, _ = self.render(the_plan)
+        compute = secrets_of(out, 'overcloud-novacompute-0')
+        holder = secrets_of(out, 'overcloud-controller-1')
+        for vip in the_plan.vips:
+            if 'overcloud-novacompute-0' not in vip.peers:
+                continue
+            addr = [c.left for c in the_plan.hosts[
+                'overcloud-novacompute-0'].conns if c.vip == vip.name][0]
+            self.assertEqual(compute[(addr, vip.address)],
+                             holder[(vip.address, addr)])
+
+    def test_service_vips_found_without_cidrs(self):
+        for fixture in ('stock', 'composable', 'spine_leaf', 'dual_stack'):
+            topo = topology.build(base.fixture_outputs(fixture))
+            placed = {v.name: v.network for v in topo.vips}
+            self.assertEqual('internal_api', placed['redis'], fixture)
+            self.assertEqual('internal_api', placed['ovn_dbs'], fixture)
+
+    def test_vip_networks_option_places_a_vip(self):
+        topo = topology.build(base.fixture_outputs('stock'),
+                              vip_networks={'redis': 'storage'})
+        self.assertEqual('storage', {v.name: v.network
+                                     for v in topo.vips}['redis'])
+
+
+class TestStableNames(base.TestCase):
+    """Scale-out and scale-in only add or remove; nothing else changes."""
+
+    def _render(self, computes, key):
+        topo = topology.build(synth.stack_outputs(
+            [synth.controller(3), synth.compute(computes)]))
+        the_plan = base.make_plan(topo)
+        out, _ = self.render(the_plan, key)
+        return the_plan, out
+
+    def test_adding_a_compute_only_adds(self):
+        key = self.master_key()
+        old_plan, old = self._render(2, key)
+        new_plan, new = self._render(3, key)
+        self.assertEqual(set(old_plan.hosts) | {'overcloud-novacompute-2'},
+                         set(new_plan.hosts))
+        added = 0
+        for host in old_plan.hosts:
+            old_stanzas, new_stanzas = stanzas_of(old, host), stanzas_of(
+                new, host)
+            old_keys, new_keys = secrets_of(old, host), secrets_of(new, host)
+            # every existing conn and key is still there, unchanged
+            for name, text in old_stanzas.items():
+                self.assertEqual(text, new_stanzas[name], name)
+            for pair, psk in old_keys.items():
+                self.assertEqual(psk, new_keys[pair])
+            extra = set(new_stanzas) - set(old_stanzas)
+            added += len(extra)
+            for name in extra:
+                self.assertIn('overcloud-novacompute-2', name)
+            old_m, new_m = base.manifest(old, host), base.manifest(new, host)
+            for name, entry in old_m['conns'].items():
+                self.assertEqual(entry, new_m['conns'][name])
+        self.assertGreater(added, 0)
+
+    def test_removing_a_compute_only_removes(self):
+        key = self.master_key()
+        _, old = self._render(3, key)
+        new_plan, new = self._render(2, key)
+        for host in new_plan.hosts:
+            old_stanzas, new_stanzas = stanzas_of(old, host), stanzas_of(
+                new, host)
+            gone = set(old_stanzas) - set(new_stanzas)
+            self.assertTrue(all('novacompute-2' in n for n in gone))
+            self.assertFalse(set(new_stanzas) - set(old_stanzas))
+            for name, text in new_stanzas.items():
+                self.assertEqual(old_stanzas[name], text)
+
+    def test_epoch_bump_changes_every_key_and_digest(self):
+        topo = base.fixture_topology('stock')
+        key = self.master_key()
+        out0, _ = self.render(base.make_plan(topo), key)
+        out1, _ = self.render(base.make_plan(topo, key_epoch=1), key)
+        host = 'overcloud-controller-0'
+        k0, k1 = secrets_of(out0, host), secrets_of(out1, host)
+        self.assertEqual(set(k0), set(k1))
+        self.assertFalse(set(k0.values()) & set(k1.values()))
+        m0, m1 = base.manifest(out0, host), base.manifest(out1, host)
+        for name in m0['conns']:
+            self.assertNotEqual(m0['conns'][name], m1['conns'][name])
+
+
+class TestRender(base.TestCase):
+
+    def test_modes(self):
+        out, _ = self.render(base.make_plan(base.fixture_topology('stock')))
+        for dirpath, _, files in os.walk(out):
+            for name in files:
+                mode = os.stat(os.path.join(dirpath, name)).st_mode & 0o777
+                self.assertEqual(0o600 if name.endswith('.secrets')
+                                 else 0o644, mode, name)
+
+    def test_libreswan_5_syntax_differs_in_one_line(self):
+        topo = base.fixture_topology('stock')
+        key = self.master_key()
+        out4, _ = self.render(base.make_plan(topo), key)
+        out5, _ = self.render(base.make_plan(topo, libreswan_version='5'),
+                              key)
+        tree4, tree5 = base.read_tree(out4), base.read_tree(out5)
+        for path, text in tree4.items():
+            if path.endswith('.conf'):
+                self.assertEqual(text.replace('ikev2=insist',
+                                              'keyexchange=ikev2'),
+                                 tree5[path])
+
+    def test_fixtures_are_reproducible(self):
+        from tests.fixtures import make
+        for name, text in make.files().items():
+            with open(os.path.join(base.FIXTURES, name)) as f:
+                self.assertEqual(text, f.read(), name)
