@@ -40,8 +40,10 @@ _ENV = jinja2.Environment(
 
 
 def _groups(host_plan):
-    """A host's conns grouped by the file they go to, in file order:
-    {(conf, secrets, shared section, title, vip): [Conn, ...]}."""
+    """A host's conns grouped by the file they go to, in file order.
+
+    {(conf, secrets, shared section, title, vip): [Conn, ...]}
+    """
     grouped = {}
     for conn in host_plan.conns:
         grouped.setdefault((conn.kind == plan_mod.HOST, conn.network,

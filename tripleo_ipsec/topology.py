@@ -124,9 +124,9 @@ def load_outputs(path):
 
 def outputs_from_heat(cloud, stack):
     """The outputs of a live stack, through python-heatclient."""
-    import openstack
     from heatclient import client as heat_client
     from heatclient import exc as heat_exc
+    import openstack
     try:
         conn = openstack.connect(cloud=cloud)
         heat = heat_client.Client('1', session=conn.session)
