@@ -42,9 +42,9 @@ def _add_source(parser):
     group.add_argument('--net-cidr-map', metavar='FILE',
                        help='network -> CIDR(s), as THT\'s '
                             'ServiceData.net_cidr_map (JSON or YAML)')
-    group.add_argument('--plan-name', default='overcloud', metavar='NAME',
+    group.add_argument('--plan-name', metavar='NAME',
                        help='the plan (stack) name the inventory uses '
-                            '(default: overcloud)')
+                            '(default: the --stack name, or overcloud)')
 
 
 def _add_options(parser):
@@ -79,7 +79,8 @@ def _add_format(parser):
 
 
 def build_parser():
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description='Encrypt every network of a '
+                     'TripleO overcloud with IPsec (libreswan).')
     parser.add_argument('--debug', action='store_true',
                         help='log what happens, to stderr')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND',
@@ -138,9 +139,13 @@ def _options(args):
         vip_networks=args.vip_networks)
 
 
+def _plan_name(args):
+    return args.plan_name or args.stack or 'overcloud'
+
+
 def _topology(args, opts):
     return topology.build(_outputs(args), _net_cidr_map(args.net_cidr_map),
-                          dict(opts.vip_networks), args.plan_name)
+                          dict(opts.vip_networks), _plan_name(args))
 
 
 def _print(fmt, data, rows, header):
@@ -163,7 +168,7 @@ def _print(fmt, data, rows, header):
 
 
 def cmd_inventory(args):
-    inv = topology.inventory(_outputs(args), args.plan_name)
+    inv = topology.inventory(_outputs(args), _plan_name(args))
     hostvars = inv.get('_meta', {}).get('hostvars', {})
     rows = [(h, ', '.join(sorted(k[:-3] for k in v if k.endswith('_ip'))))
             for h, v in sorted(hostvars.items())]

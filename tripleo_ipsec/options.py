@@ -32,7 +32,9 @@ OPTS = [
                help='ESP proposal (libreswan esp=), checked before use.'),
     cfg.StrOpt('failure_policy',
                default='private',
-               choices=[(p, None) for p in FAILURE_POLICIES],
+               choices=[('private', 'drop traffic that has no SA'),
+                        ('private-or-clear',
+                         'send it in clear while no SA can be had')],
                help='What happens to traffic of a protected pair that has no '
                     'SA. private: dropped (fail closed). private-or-clear: '
                     'sent in clear while no SA can be had; for staging on a '
@@ -43,7 +45,7 @@ OPTS = [
                     'rotate all pre-shared keys.'),
     cfg.StrOpt('libreswan_version',
                default='4',
-               choices=[(v, None) for v in LIBRESWAN_VERSIONS],
+               choices=[('4', 'libreswan 4.x'), ('5', 'libreswan 5.x')],
                help='Major version of libreswan on the nodes; selects the '
                     'ipsec.conf syntax (4: ikev2=insist, 5: '
                     'keyexchange=ikev2).'),

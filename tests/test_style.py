@@ -1,0 +1,63 @@
+"""Project checks that run as tests: flake8/hacking, reno lint and the
+sample config's drift."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import testtools
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def _run(args):
+    return subprocess.run(args, cwd=TOP, capture_output=True, text=True,
+                          timeout=300)
+
+
+class TestStyle(testtools.TestCase):
+
+    def test_flake8_hacking(self):
+        result = _run([os.path.join(BIN, 'flake8')])
+        self.assertEqual(0, result.returncode, result.stdout + result.stderr)
+
+    def test_reno_lint(self):
+        if not shutil.which('git'):
+            self.skipTest('git is not installed (apt-get install git)')
+        if not os.path.isdir(os.path.join(TOP, '.git')):
+            self.skipTest('reno needs a git checkout')
+        result = _run([os.path.join(BIN, 'reno'), 'lint'])
+        self.assertEqual(0, result.returncode, result.stdout + result.stderr)
+
+    def test_sample_config_matches_the_options(self):
+        result = _run([os.path.join(BIN, 'oslo-config-generator'),
+                       '--namespace', 'tripleo_ipsec', '--wrap-width', '79'])
+        self.assertEqual(0, result.returncode, result.stderr)
+        with open(os.path.join(TOP, 'etc', 'tripleo-ipsec.conf.sample')) as f:
+            self.assertEqual(f.read(), result.stdout,
+                             'etc/tripleo-ipsec.conf.sample is stale: run '
+                             'tox -e genconfig')
+
+
+class TestDocs(testtools.TestCase):
+
+    def test_readme_is_valid_rst_and_names_the_test_command(self):
+        import docutils.core
+        with open(os.path.join(TOP, 'README.rst')) as f:
+            text = f.read()
+        # halt_level 2: any docutils warning is an error
+        docutils.core.publish_string(
+            text, writer_name='null',
+            settings_overrides={'report_level': 2, 'halt_level': 2})
+        self.assertIn('tools/test', text)
+        with open(os.path.join(TOP, '.ci', 'run')) as f:
+            self.assertIn('tools/test', f.read())
+
+    def test_readme_documents_every_option(self):
+        from tripleo_ipsec import options
+        with open(os.path.join(TOP, 'README.rst')) as f:
+            text = f.read()
+        for opt in options.OPTS:
+            self.assertIn('``%s``' % opt.dest, text)

@@ -1,0 +1,127 @@
+"""Stack outputs -> Topology, through tripleo-common's TripleoInventory."""
+
+import copy
+
+from tests import base
+from tripleo_ipsec.errors import Error
+from tripleo_ipsec import synth
+from tripleo_ipsec import topology
+
+
+def stock():
+    return synth.stack_outputs([synth.controller(3), synth.compute(2)])
+
+
+class TestInventory(base.TestCase):
+
+    def test_tripleo_common_inventory(self):
+        inv = topology.inventory(stock())
+        hostvars = inv['_meta']['hostvars']
+        self.assertEqual('172.16.2.10',
+                         hostvars['overcloud-controller-0']['internal_api_ip'])
+        self.assertEqual(['Compute', 'Controller'],
+                         sorted(inv['ipsec']['children']))
+        self.assertEqual(['Controller'], inv['pacemaker']['children'])
+        self.assertEqual('172.16.2.4', inv['overcloud']['vars']['redis_vip'])
+        # ansible-core 2.19 wants a list here; tripleo-common gives a dict
+        self.assertEqual([], inv['excluded_overcloud']['hosts'])
+
+    def test_excluded_hosts_listed(self):
+        outputs = stock()
+        outputs['BlacklistedHostnames'] = ['overcloud-novacompute-1']
+        inv = topology.inventory(outputs)
+        self.assertEqual(['overcloud-novacompute-1'],
+                         inv['excluded_overcloud']['hosts'])
+        topo = topology.build(outputs)
+        self.assertEqual(['overcloud-novacompute-1'],
+                         [h.name for h in topo.hosts if h.excluded])
+
+    def test_role_without_server_ids_does_not_crash(self):
+        outputs = stock()
+        del outputs['ServerIdData']['server_ids']['Compute']
+        topo = topology.build(outputs)
+        self.assertEqual(5, len(topo.hosts))
+
+
+class TestTopology(base.TestCase):
+
+    def test_roles_addresses_and_holders(self):
+        topo = topology.build(stock())
+        hosts = {h.name: h for h in topo.hosts}
+        self.assertEqual('Compute', hosts['overcloud-novacompute-0'].role)
+        self.assertNotIn('storage_mgmt',
+                         hosts['overcloud-novacompute-0'].addresses)
+        self.assertTrue(hosts['overcloud-controller-2'].vip_holder)
+        self.assertFalse(hosts['overcloud-novacompute-0'].vip_holder)
+        self.assertEqual(('ctlplane', 'external', 'internal_api', 'storage',
+                          'storage_mgmt', 'tenant'), topo.networks)
+
+    def test_noop_port_means_not_on_the_network(self):
+        # Older THT hands out the ctlplane address for networks a role is
+        # not attached to.
+        outputs = stock()
+        ips = outputs['RoleNetIpMap']['Compute']
+        ips['storage_mgmt'] = list(ips['ctlplane'])
+        topo = topology.build(outputs)
+        compute = [h for h in topo.hosts if h.role == 'Compute'][0]
+        self.assertNotIn('storage_mgmt', compute.addresses)
+
+    def test_ipv6_addresses_are_normalised(self):
+        outputs = synth.stack_outputs([synth.controller(1)],
+                                      synth.IPV6_NETWORKS)
+        addr = outputs['RoleNetIpMap']['Controller']['internal_api'][0]
+        outputs['RoleNetIpMap']['Controller']['internal_api'][0] = \
+            addr.replace('fd00:fd00:fd00:2000::', 'FD00:FD00:FD00:2000:0::')
+        topo = topology.build(outputs)
+        self.assertEqual(addr, topo.hosts[0].addresses['internal_api'])
+
+    def test_vip_of_a_network_no_host_is_on_is_left_out(self):
+        outputs = synth.stack_outputs([synth.compute(2)])
+        topo = topology.build(outputs)
+        self.assertNotIn('external', {v.name for v in topo.vips})
+
+    def test_service_vip_outside_every_subnet(self):
+        outputs = stock()
+        outputs['VipMap']['redis'] = '192.0.2.7'
+        self.assertRaises(Error, topology.build, outputs,
+                          synth.net_cidr_map())
+
+    def test_address_outside_its_subnet(self):
+        outputs = stock()
+        outputs['RoleNetIpMap']['Compute']['storage'][0] = '172.16.9.9'
+        exc = self.assertRaises(Error, topology.build, outputs,
+                                synth.net_cidr_map())
+        self.assertIn('172.16.9.9', str(exc))
+
+    def test_vip_clashing_with_a_host(self):
+        outputs = stock()
+        outputs['VipMap']['internal_api'] = outputs['RoleNetIpMap'][
+            'Compute']['internal_api'][0]
+        exc = self.assertRaises(Error, topology.build, outputs)
+        self.assertIn('duplicate address', str(exc))
+
+    def test_bad_names_are_refused(self):
+        outputs = stock()
+        bad = copy.deepcopy(outputs)
+        bad['RoleNetIpMap']['Compute']['../etc'] = ['1.2.3.4', '1.2.3.5']
+        self.assertRaises(Error, topology.build, bad)
+        bad = copy.deepcopy(outputs)
+        names = bad['RoleNetHostnameMap']['Compute']['ctlplane']
+        names[0] = '../evil.ctlplane.localdomain'
+        self.assertRaises(Error, topology.build, bad)
+
+    def test_mismatched_counts_are_refused(self):
+        outputs = stock()
+        outputs['RoleNetIpMap']['Compute']['storage'].pop()
+        exc = self.assertRaises(Error, topology.build, outputs)
+        self.assertIn('RoleNetIpMap.Compute.storage', str(exc))
+
+
+class TestShapes(base.TestCase):
+
+    def test_every_shape_gives_the_same_outputs(self):
+        outputs = stock()
+        heat = synth.as_heat_list(outputs)
+        for shape in (heat, {'outputs': heat}, outputs,
+                      synth.as_output_show_all(outputs)):
+            self.assertEqual(outputs, topology.parse_outputs(shape))
