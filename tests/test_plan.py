@@ -306,3 +306,37 @@ class TestRender(base.TestCase):
         for name, text in make.files().items():
             with open(os.path.join(base.FIXTURES, name)) as f:
                 self.assertEqual(text, f.read(), name)
+
+
+class TestFirewall(base.TestCase):
+
+    def test_rules_per_protected_network_and_subnet(self):
+        topo = base.fixture_topology('spine_leaf')
+        rules = base.make_plan(topo).firewall_rules
+        for net in ('internal_api', 'storage', 'storage_mgmt'):
+            for cidr in topo.cidrs[net]:
+                members = [h for h in topo.members(net)]
+                self.assertTrue(members)
+                ike = rules['100 ipsec ike %s %s' % (net, cidr)]
+                self.assertEqual({'proto': 'udp', 'dport': [500, 4500],
+                                  'source': cidr, 'ipversion': 'ipv4'}, ike)
+                esp = rules['101 ipsec esp %s %s' % (net, cidr)]
+                self.assertEqual({'proto': 'esp', 'source': cidr,
+                                  'ipversion': 'ipv4'}, esp)
+        self.assertFalse([r for r in rules if 'tenant' in r or
+                          'external' in r or 'ctlplane' in r])
+
+    def test_rules_without_subnets_are_per_family(self):
+        topo = topology.build(base.fixture_outputs('dual_stack'))
+        rules = base.make_plan(topo).firewall_rules
+        self.assertEqual({'proto': 'esp', 'ipversion': 'ipv6'},
+                         rules['101 ipsec esp internal_api ipv6'])
+        self.assertEqual(6, len(rules))
+
+    def test_plan_json_summary(self):
+        the_plan = base.make_plan(base.fixture_topology('stock'))
+        data = the_plan.to_dict()
+        self.assertEqual({'hosts': 5, 'conns': 123,
+                          'max_conns_per_host': 33}, data['summary'])
+        self.assertEqual(sorted(data['firewall_rules']),
+                         sorted(the_plan.firewall_rules))

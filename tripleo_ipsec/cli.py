@@ -23,7 +23,7 @@ PROG = 'tripleo-ipsec'
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        sys.stderr.write('%s: error: %s\n' % (self.prog, message))
+        sys.stderr.write('%s: error: %s\n' % (PROG, message))
         sys.exit(2)
 
 
@@ -214,6 +214,10 @@ def main(argv=None):
         COMMANDS[args.command](args)
     except Error as exc:
         sys.stderr.write('%s: error: %s\n' % (PROG, exc))
+        return 1
+    except BrokenPipeError:
+        # the reader went away (| head): nothing left worth saying
+        sys.stderr.close()
         return 1
     except OSError as exc:
         sys.stderr.write('%s: error: %s%s\n'

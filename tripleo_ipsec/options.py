@@ -95,16 +95,38 @@ class Options(object):
         return data
 
 
-def load(config_files=(), **overrides):
-    """Options from oslo.config files, then ``overrides`` (None = unset)."""
+def _read(config_files):
+    """[ipsec] values from the config files; errors never echo file text."""
     conf = cfg.ConfigOpts()
     conf.register_opts(OPTS, group=GROUP)
     try:
         conf(args=[], project='tripleo-ipsec',
              default_config_files=list(config_files))
-        values = {opt.dest: getattr(conf[GROUP], opt.dest) for opt in OPTS}
-    except (cfg.Error, ValueError) as exc:
-        raise Error('configuration: %s' % str(exc).splitlines()[0])
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise Error('configuration file not found or unreadable: %s'
+                    % ', '.join(exc.config_files))
+    except cfg.ConfigFileParseError as exc:
+        # its message quotes the offending line, which may be anything
+        raise Error('configuration file %s is not in INI syntax'
+                    % exc.config_file)
+    except cfg.Error as exc:
+        raise Error('configuration: %s' % type(exc).__name__)
+    values = {}
+    for opt in OPTS:
+        try:
+            values[opt.dest] = getattr(conf[GROUP], opt.dest)
+        except (cfg.Error, ValueError):
+            allowed = ''
+            if getattr(opt.type, 'choices', None):
+                allowed = ' (one of: %s)' % ', '.join(opt.type.choices)
+            raise Error('configuration: [%s] %s has an invalid value%s'
+                        % (GROUP, opt.dest, allowed))
+    return values
+
+
+def load(config_files=(), **overrides):
+    """Options from oslo.config files, then ``overrides`` (None = unset)."""
+    values = _read(config_files)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values['skip_networks'] = tuple(
         n.strip() for n in values['skip_networks'] if n.strip())

@@ -166,8 +166,7 @@ def write(the_plan, master_key, out):
     exists = _check_out(out)
     parent = os.path.dirname(out)
     try:
-        tmp = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(out),
-                               dir=parent)
+        tmp = tempfile.mkdtemp(prefix='.tripleo-ipsec-new-', dir=parent)
     except OSError as exc:
         raise Error('output %s: cannot write in %s: %s'
                     % (out, parent, exc.strerror))
@@ -182,8 +181,7 @@ def write(the_plan, master_key, out):
             _write_host(os.path.join(tmp, host), files)
             written[host] = len(files)
         if exists:
-            old = tempfile.mkdtemp(prefix='.%s.old.' % os.path.basename(out),
-                                   dir=parent)
+            old = tempfile.mkdtemp(prefix='.tripleo-ipsec-old-', dir=parent)
             os.rename(out, os.path.join(old, 'out'))
             os.rename(tmp, out)
             shutil.rmtree(old)

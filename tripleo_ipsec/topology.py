@@ -174,6 +174,9 @@ def _check_outputs(outputs):
                                if isinstance(addresses, list) else 'no',
                                len(names)))
         ids = server_ids['server_ids'].get(role)
+        if ids is not None and not isinstance(ids, list):
+            raise Error('stack outputs: ServerIdData.server_ids.%s must be '
+                        'a list' % role)
         if ids is not None and len(ids) < len(names):
             raise Error('stack outputs: ServerIdData.server_ids.%s has %d '
                         'ids for %d hosts' % (role, len(ids), len(names)))
@@ -291,13 +294,17 @@ def build(outputs, net_cidr_map=None, vip_networks=None, plan='overcloud'):
             roles[group] = (role_vars.get('tripleo_role_networks') or [],
                             body.get('hosts') or [])
 
-    hosts, owner, members = [], {}, {}
+    hosts, owner, members, role_of = [], {}, {}, {}
     for role in sorted(roles):
         networks, names = roles[role]
         for name in sorted(names):
             if not _HOST_NAME.match(name):
                 raise Error('stack outputs: host name %r is not a valid '
                             'host name' % name)
+            if name in role_of:
+                raise Error('stack outputs: host %s is in two roles, %s and '
+                            '%s' % (name, role_of[name], role))
+            role_of[name] = role
             hvars = hostvars.get(name, {})
             ctlplane = hvars.get(HOST_NETWORK + '_ip')
             addresses = {}

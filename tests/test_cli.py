@@ -1,0 +1,612 @@
+"""The real ``tripleo-ipsec`` command, run as a subprocess.
+
+Bad input of every kind is refused with exactly one line on stderr, a
+non-zero exit, no output directory, no temporary leftovers and no key
+material; the good paths give parseable JSON/YAML and tables, write secrets
+0600 and replace a previous render atomically.
+"""
+
+import base64
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import yaml
+
+from tests import base
+from tripleo_ipsec import keys
+from tripleo_ipsec import synth
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+STOCK = os.path.join(base.FIXTURES, 'stock.json')
+PREFIX = 'tripleo-ipsec: error: '
+DEFAULT_NETWORKS = ['internal_api', 'storage', 'storage_mgmt']
+HOSTS = ['overcloud-controller-0', 'overcloud-controller-1',
+         'overcloud-controller-2', 'overcloud-novacompute-0',
+         'overcloud-novacompute-1']
+DEFAULT_OPTIONS = {
+    'skip_networks': ['tenant', 'external', 'ctlplane'],
+    'ike': 'aes_gcm256-sha2_256-dh19',
+    'esp': 'aes_gcm256',
+    'failure_policy': 'private',
+    'key_epoch': 0,
+    'libreswan_version': '4',
+    'vip_networks': {},
+}
+
+
+def _env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (TOP, env.get('PYTHONPATH')) if p)
+    env.pop('PYTHONWARNINGS', None)
+    return env
+
+
+def run_cli(*args, cwd=None):
+    """Run ``python -m tripleo_ipsec.cli ARGS``; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, '-m', 'tripleo_ipsec.cli'] + list(args),
+        cwd=cwd or TOP, env=_env(), capture_output=True, text=True,
+        timeout=120)
+
+
+def stock_outputs():
+    """The stock overcloud's outputs, as a plain key -> value mapping."""
+    return synth.stack_outputs([synth.controller(3), synth.compute(2)])
+
+
+def table_rows(text):
+    """The cells of every '| a | b |' line of a table, header first."""
+    return [[c.strip() for c in line.strip().strip('|').split('|')]
+            for line in text.splitlines() if line.startswith('| ')]
+
+
+def tree(root):
+    """{relative path: (mode, text)} of every file below root."""
+    files = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path) as f:
+                files[os.path.relpath(path, root)] = (
+                    stat.S_IMODE(os.stat(path).st_mode), f.read())
+    return files
+
+
+class CliTestCase(base.TestCase):
+    """A work directory holding the inputs and a valid master key."""
+
+    def setUp(self):
+        super(CliTestCase, self).setUp()
+        self.work = self.tempdir()
+        self.key = os.path.join(self.work, 'master.key')
+        keys.create(self.key)
+        self.secrets = [self.read(self.key).strip()]
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read()
+
+    def write(self, name, text, mode=None):
+        path = os.path.join(self.work, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        if mode is not None:
+            os.chmod(path, mode)
+        return path
+
+    def write_json(self, name, data):
+        return self.write(name, json.dumps(data, indent=1))
+
+    def write_yaml(self, name, data):
+        return self.write(name, yaml.safe_dump(data,
+                                               default_flow_style=False))
+
+    def assertNoSecret(self, *texts):
+        for secret in self.secrets:
+            for text in texts:
+                self.assertNotIn(secret, text)
+                self.assertNotIn(secret[:16], text)
+
+    def assertOk(self, result):
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual('', result.stderr)
+        self.assertNoSecret(result.stdout, result.stderr)
+        return result.stdout
+
+    def assertOneErrorLine(self, result, words, prefix=PREFIX):
+        self.assertNotEqual(0, result.returncode, result.stdout)
+        self.assertNotIn('Traceback', result.stderr)
+        lines = result.stderr.splitlines()
+        self.assertEqual(1, len(lines), result.stderr)
+        self.assertTrue(result.stderr.endswith('\n'), result.stderr)
+        if hasattr(prefix, 'match'):
+            self.assertIsNotNone(prefix.match(lines[0]), lines[0])
+        else:
+            self.assertTrue(lines[0].startswith(prefix), lines[0])
+        self.assertGreater(len(lines[0]), len(PREFIX) + 10, lines[0])
+        for word in words:
+            self.assertIn(word, lines[0])
+        self.assertEqual('', result.stdout)
+        self.assertNoSecret(result.stdout, result.stderr)
+        return lines[0]
+
+    def render(self, *args, **kw):
+        """Run render into WORK/out; the CompletedProcess."""
+        key = kw.pop('key', self.key)
+        out = kw.pop('out', os.path.join(self.work, 'out'))
+        source = kw.pop('source', ('--stack-outputs', STOCK))
+        self.assertEqual({}, kw)
+        return run_cli('render', *(tuple(source) + args +
+                                   ('--master-key-file', key, '--out', out)))
+
+    def assertRefused(self, words, *args, **kw):
+        """render with ARGS fails with one clean line and leaves nothing."""
+        out = os.path.join(self.work, 'out')
+        before = sorted(os.listdir(self.work))
+        result = self.render(*args, out=out, **kw)
+        line = self.assertOneErrorLine(result, words)
+        self.assertFalse(os.path.lexists(out), line)
+        self.assertEqual(before, sorted(os.listdir(self.work)), line)
+        return line
+
+
+class TestBadInput(CliTestCase):
+
+    # 1. duplicate addresses
+
+    def test_duplicate_ip(self):
+        outputs = stock_outputs()
+        ips = outputs['RoleNetIpMap']
+        taken = ips['Controller']['internal_api'][0]
+        ips['Compute']['internal_api'][1] = taken
+        path = self.write_json('dup.json', outputs)
+        self.assertRefused(['duplicate', taken, 'internal_api'],
+                           source=('--stack-outputs', path))
+
+    # 2. skip list
+
+    def test_unknown_skip_network(self):
+        self.assertRefused(['skip_networks', 'bogus', 'not a network'],
+                           '--skip-networks', 'tenant,bogus')
+
+    # 3. net_cidr_map
+
+    def _cidr_map(self, internal_api):
+        cidrs = synth.net_cidr_map()
+        cidrs['internal_api'] = internal_api
+        return self.write_yaml('net-cidr-map.yaml', cidrs)
+
+    def test_cidr_prefix_too_long(self):
+        path = self._cidr_map(['172.16.2.0/33'])
+        self.assertRefused(['172.16.2.0/33', 'internal_api', 'CIDR'],
+                           '--net-cidr-map', path)
+
+    def test_cidr_not_a_cidr(self):
+        path = self._cidr_map('notacidr')
+        self.assertRefused(['notacidr', 'internal_api', 'CIDR'],
+                           '--net-cidr-map', path)
+
+    # 4. addresses
+
+    def test_bad_ip(self):
+        outputs = stock_outputs()
+        outputs['RoleNetIpMap']['Compute']['internal_api'][0] = '172.16.2.300'
+        path = self.write_json('bad-ip.json', outputs)
+        self.assertRefused(['172.16.2.300', 'not an IP address'],
+                           source=('--stack-outputs', path))
+
+    # 5. algorithms
+
+    def test_bad_esp_algorithm(self):
+        self.assertRefused(['ESP', 'aes_gcm999'], '--esp', 'aes_gcm999')
+
+    def test_unknown_ike_algorithm(self):
+        self.assertRefused(['IKE', "'foo'"], '--ike', 'foo-sha2_256-dh19')
+
+    # 6. the master key
+
+    def test_short_master_key(self):
+        short = base64.b64encode(os.urandom(16)).decode('ascii')
+        self.secrets.append(short)
+        path = self.write('short.key', short + '\n', 0o600)
+        self.assertRefused(['short.key', 'too short', '16 bytes'], key=path)
+
+    def test_missing_master_key(self):
+        path = os.path.join(self.work, 'missing.key')
+        self.assertRefused(['missing.key', 'No such file'], key=path)
+        self.assertFalse(os.path.lexists(path))
+
+    def test_world_readable_master_key(self):
+        os.chmod(self.key, 0o644)
+        self.assertRefused(['master.key', '0644', 'chmod 0600'])
+        self.assertEqual(0o644, stat.S_IMODE(os.stat(self.key).st_mode))
+
+    def test_failed_render_creates_no_master_key(self):
+        path = os.path.join(self.work, 'new.key')
+        self.assertRefused(['bogus'], '--skip-networks', 'bogus',
+                           '--create-master-key', key=path)
+        self.assertFalse(os.path.lexists(path))
+
+    # 7. missing outputs
+
+    def test_missing_role_net_ip_map(self):
+        outputs = stock_outputs()
+        del outputs['RoleNetIpMap']
+        path = self.write_json('no-ips.json', outputs)
+        self.assertRefused(['RoleNetIpMap', 'missing'],
+                           source=('--stack-outputs', path))
+
+    def test_missing_server_id_data(self):
+        # tripleo-common itself dies with UnboundLocalError on this
+        outputs = stock_outputs()
+        del outputs['ServerIdData']
+        path = self.write_json('no-ids.json', synth.as_heat_list(outputs))
+        line = self.assertRefused(['ServerIdData', 'missing'],
+                                  source=('--stack-outputs', path))
+        self.assertNotIn('UnboundLocalError', line)
+
+    # 8. malformed files
+
+    def test_invalid_json(self):
+        text = json.dumps(synth.as_heat_list(stock_outputs()))
+        path = self.write('cut.json', text[:len(text) // 2])
+        self.assertRefused(['cut.json', 'not valid JSON or YAML'],
+                           source=('--stack-outputs', path))
+
+    def test_invalid_yaml(self):
+        path = self.write('bad.yaml', 'RoleNetIpMap: {Controller: [1, 2}\n'
+                                      '  - oops\n')
+        self.assertRefused(['bad.yaml', 'not valid JSON or YAML'],
+                           source=('--stack-outputs', path))
+
+    def test_empty_file(self):
+        path = self.write('empty.json', '')
+        self.assertRefused(['empty.json', 'empty'],
+                           source=('--stack-outputs', path))
+
+    def test_json_list_of_strings(self):
+        path = self.write_json('strings.json', ['RoleNetIpMap', 'VipMap'])
+        self.assertRefused(['strings.json', 'output_key'],
+                           source=('--stack-outputs', path))
+
+    def test_file_does_not_exist(self):
+        path = os.path.join(self.work, 'nowhere.json')
+        self.assertRefused(['nowhere.json', 'No such file'],
+                           source=('--stack-outputs', path))
+
+    # 9. oslo.config files
+
+    def test_bad_option_in_config_file(self):
+        path = self.write('ipsec.conf', '[ipsec]\nfailure_policy = bogus\n')
+        self.assertRefused(['failure_policy', 'private-or-clear'],
+                           '--config-file', path)
+
+    def test_key_given_as_config_file_is_not_echoed(self):
+        # 48 bytes: base64 without '=' padding, which oslo.config would
+        # quote back in its parse error
+        secret = base64.b64encode(os.urandom(48)).decode()
+        self.secrets.append(secret)
+        path = self.write('k48', secret + '\n', 0o600)
+        self.assertRefused(['k48', 'INI'], '--config-file', path)
+
+    def test_server_ids_not_a_list(self):
+        outputs = stock_outputs()
+        outputs['ServerIdData']['server_ids']['Compute'] = 5
+        path = self.write_json('sid.json', outputs)
+        self.assertRefused(['ServerIdData.server_ids.Compute', 'list'],
+                           source=('--stack-outputs', path))
+
+    def test_host_in_two_roles(self):
+        outputs = stock_outputs()
+        names = outputs['RoleNetHostnameMap']
+        names['Compute']['ctlplane'][0] = names['Controller']['ctlplane'][0]
+        path = self.write_json('twice.json', outputs)
+        self.assertRefused(['overcloud-controller-0', 'two roles'],
+                           source=('--stack-outputs', path))
+
+    def test_config_file_does_not_exist(self):
+        path = os.path.join(self.work, 'nowhere.conf')
+        self.assertRefused(['nowhere.conf'], '--config-file', path)
+
+    # the output directory
+
+    def test_foreign_output_directory_is_left_alone(self):
+        out = os.path.join(self.work, 'out')
+        os.mkdir(out)
+        foreign = os.path.join(out, 'notes.txt')
+        with open(foreign, 'w') as f:
+            f.write('mine\n')
+        before = sorted(os.listdir(self.work))
+        result = self.render(out=out)
+        self.assertOneErrorLine(result, ['out', 'not empty', 'refusing'])
+        self.assertEqual(['notes.txt'], os.listdir(out))
+        self.assertEqual('mine\n', self.read(foreign))
+        self.assertEqual(before, sorted(os.listdir(self.work)))
+
+    def test_failed_render_keeps_the_previous_output(self):
+        out = os.path.join(self.work, 'out')
+        self.assertOk(self.render(out=out))
+        rendered = tree(out)
+        before = sorted(os.listdir(self.work))
+        result = self.render('--esp', 'aes_gcm999', out=out)
+        self.assertOneErrorLine(result, ['aes_gcm999'])
+        self.assertEqual(rendered, tree(out))
+        self.assertEqual(before, sorted(os.listdir(self.work)))
+
+    def test_usage_error_is_one_line(self):
+        out = os.path.join(self.work, 'out')
+        before = sorted(os.listdir(self.work))
+        result = self.render('--key-epoch', 'abc', out=out)
+        self.assertOneErrorLine(result, ['--key-epoch', 'abc'])
+        self.assertFalse(os.path.lexists(out))
+        self.assertEqual(before, sorted(os.listdir(self.work)))
+
+
+class TestInventory(CliTestCase):
+
+    def test_json(self):
+        inv = json.loads(self.assertOk(run_cli(
+            'inventory', '--stack-outputs', STOCK, '-f', 'json')))
+        hostvars = inv['_meta']['hostvars']
+        self.assertEqual(HOSTS, sorted(hostvars))
+        self.assertEqual('172.16.2.10',
+                         hostvars['overcloud-controller-0']['internal_api_ip'])
+        self.assertEqual(['Controller'], inv['pacemaker']['children'])
+        self.assertEqual([], inv['excluded_overcloud']['hosts'])
+
+    def test_yaml(self):
+        text = self.assertOk(run_cli(
+            'inventory', '--stack-outputs', STOCK, '-f', 'yaml'))
+        inv = yaml.safe_load(text)
+        self.assertEqual(HOSTS, sorted(inv['_meta']['hostvars']))
+        self.assertEqual(['Compute', 'Controller'],
+                         sorted(inv['ipsec']['children']))
+
+    def test_table(self):
+        rows = table_rows(self.assertOk(run_cli(
+            'inventory', '--stack-outputs', STOCK)))
+        self.assertEqual(['host', 'networks'], rows[0])
+        self.assertEqual(HOSTS, [r[0] for r in rows[1:]])
+        self.assertIn('storage_mgmt', rows[1][1])
+        self.assertNotIn('storage_mgmt', rows[-1][1])
+
+
+class TestPlan(CliTestCase):
+
+    def plan(self, *args):
+        return json.loads(self.assertOk(run_cli('plan', *args)))
+
+    def test_json_defaults(self):
+        data = self.plan('--stack-outputs', STOCK, '-f', 'json')
+        for key in ('hosts', 'vips', 'firewall_rules', 'networks'):
+            self.assertIn(key, data)
+        self.assertEqual(DEFAULT_NETWORKS, data['networks'])
+        self.assertEqual(DEFAULT_OPTIONS, data['options'])
+        self.assertEqual(HOSTS, sorted(data['hosts']))
+        self.assertEqual(['internal_api', 'ovn_dbs', 'redis', 'storage',
+                          'storage_mgmt'],
+                         sorted(v['name'] for v in data['vips']))
+        self.assertIn('100 ipsec ike internal_api ipv4',
+                      data['firewall_rules'])
+        for host in data['hosts'].values():
+            self.assertTrue(host['conns'])
+            self.assertLessEqual(
+                {c['network'] for c in host['conns']}, set(DEFAULT_NETWORKS))
+        self.assertEqual(5, data['summary']['hosts'])
+
+    def test_yaml_is_the_json(self):
+        text = self.assertOk(run_cli('plan', '--stack-outputs', STOCK,
+                                     '-f', 'yaml'))
+        self.assertEqual(self.plan('--stack-outputs', STOCK, '-f', 'json'),
+                         yaml.safe_load(text))
+
+    def test_table(self):
+        rows = table_rows(self.assertOk(run_cli(
+            'plan', '--stack-outputs', STOCK, '-f', 'table')))
+        self.assertEqual(['host', 'role', 'conns', 'networks'], rows[0])
+        self.assertEqual(HOSTS, [r[0] for r in rows[1:]])
+        self.assertEqual(['Controller'] * 3 + ['Compute'] * 2,
+                         [r[1] for r in rows[1:]])
+        self.assertEqual(', '.join(DEFAULT_NETWORKS), rows[1][3])
+        self.assertEqual('internal_api, storage', rows[-1][3])
+        for row in rows[1:]:
+            self.assertGreater(int(row[2]), 0)
+
+    def test_every_stack_output_shape_gives_the_same_plan(self):
+        with open(STOCK) as f:
+            heat_list = json.load(f)
+        outputs = {o['output_key']: o['output_value'] for o in heat_list}
+        self.assertEqual(stock_outputs()['RoleNetIpMap'],
+                         outputs['RoleNetIpMap'])
+        show_all_text = {k: json.dumps({'output_key': k, 'output_value': v,
+                                        'description': 'synthesised'})
+                         for k, v in outputs.items()}
+        shapes = {
+            'heat-list': STOCK,
+            'plain': self.write_json('plain.json', outputs),
+            'plain-yaml': self.write_yaml('plain.yaml', outputs),
+            'output-show-all': self.write_json(
+                'show-all.json', synth.as_output_show_all(outputs)),
+            'output-show-all-text': self.write_json(
+                'show-all-text.json', show_all_text),
+            'stack-show': self.write_json(
+                'stack-show.json', {'stack_name': 'overcloud',
+                                    'outputs': heat_list}),
+        }
+        plans = {name: self.plan('--stack-outputs', path, '-f', 'json')
+                 for name, path in shapes.items()}
+        expected = plans.pop('heat-list')
+        self.assertEqual(DEFAULT_NETWORKS, expected['networks'])
+        for name, got in plans.items():
+            self.assertEqual(expected, got, name)
+
+
+class TestRender(CliTestCase):
+
+    def setUp(self):
+        super(TestRender, self).setUp()
+        self.new_key = os.path.join(self.work, 'new.key')
+        self.out = os.path.join(self.work, 'out')
+
+    def render_new(self, fmt):
+        """Render with a master key created on the way; stdout."""
+        self.assertFalse(os.path.exists(self.new_key))
+        stdout = self.assertOk(self.render(
+            '--create-master-key', '-f', fmt, key=self.new_key,
+            out=self.out))
+        self.secrets.append(self.read(self.new_key).strip())
+        self.assertNoSecret(stdout)
+        return stdout
+
+    def assertTree(self, out, hosts):
+        self.assertEqual(sorted(hosts), sorted(
+            h for h in os.listdir(out) if not h.startswith('.')))
+        for host in hosts:
+            ipsec_d = os.path.join(out, host, 'etc', 'ipsec.d')
+            names = os.listdir(ipsec_d)
+            secrets = [n for n in names if n.endswith('.secrets')]
+            self.assertTrue(secrets, host)
+            for name in names:
+                mode = stat.S_IMODE(os.stat(os.path.join(ipsec_d,
+                                                         name)).st_mode)
+                want = 0o600 if name.endswith('.secrets') else 0o644
+                self.assertEqual(oct(want), oct(mode), name)
+            self.assertTrue(os.path.isfile(os.path.join(
+                out, host, 'var', 'lib', 'tripleo-ipsec', 'manifest.json')))
+
+    def assertNoLeftovers(self, *names):
+        self.assertEqual(sorted(names), sorted(os.listdir(self.work)))
+
+    def test_json_creates_the_key_0600(self):
+        data = json.loads(self.render_new('json'))
+        mode = stat.S_IMODE(os.stat(self.new_key).st_mode)
+        self.assertEqual(oct(0o600), oct(mode))
+        keys.load(self.new_key)
+        self.assertEqual(self.out, data['out'])
+        self.assertEqual(HOSTS, sorted(data['hosts']))
+        self.assertTree(self.out, HOSTS)
+        files = tree(self.out)
+        for host, counts in data['hosts'].items():
+            self.assertEqual(counts['files'], len(
+                [p for p in files if p.startswith(host + os.sep)]), host)
+            self.assertGreater(counts['conns'], 0)
+        self.assertNoLeftovers('master.key', 'new.key', 'out')
+
+    def test_yaml(self):
+        data = yaml.safe_load(self.render_new('yaml'))
+        self.assertEqual(HOSTS, sorted(data['hosts']))
+        self.assertTree(self.out, HOSTS)
+
+    def test_table(self):
+        rows = table_rows(self.render_new('table'))
+        self.assertEqual(['host', 'files', 'conns'], rows[0])
+        self.assertEqual(HOSTS, [r[0] for r in rows[1:]])
+        self.assertTree(self.out, HOSTS)
+
+    def test_render_again_replaces_the_output(self):
+        first = json.loads(self.render_new('json'))
+        key_text = self.read(self.new_key)
+        rendered = tree(self.out)
+        # the key exists now: --create-master-key loads it, not replaces it
+        second = json.loads(self.assertOk(self.render(
+            '--create-master-key', '-f', 'json', key=self.new_key,
+            out=self.out)))
+        self.assertEqual(first, second)
+        self.assertEqual(key_text, self.read(self.new_key))
+        self.assertEqual(rendered, tree(self.out))
+        self.assertTree(self.out, HOSTS)
+        self.assertNoLeftovers('master.key', 'new.key', 'out')
+
+    def test_render_again_with_other_options(self):
+        self.render_new('json')
+        rendered = tree(self.out)
+        self.assertOk(self.render('--key-epoch', '1', key=self.new_key,
+                                  out=self.out))
+        again = tree(self.out)
+        self.assertEqual(sorted(rendered), sorted(again))
+        secrets = [p for p in again if p.endswith('.secrets')]
+        self.assertTrue(secrets)
+        for path in secrets:
+            self.assertNotEqual(rendered[path], again[path], path)
+        self.assertNoLeftovers('master.key', 'new.key', 'out')
+
+
+class TestConfigFile(CliTestCase):
+
+    CONF = ('[ipsec]\n'
+            'skip_networks = tenant,external,ctlplane,storage_mgmt\n'
+            'key_epoch = 3\n')
+
+    def plan(self, *args):
+        return json.loads(self.assertOk(run_cli(
+            'plan', '--stack-outputs', STOCK, '-f', 'json', *args)))
+
+    def test_options_from_the_file(self):
+        conf = self.write('tripleo-ipsec.conf', self.CONF)
+        data = self.plan('--config-file', conf)
+        self.assertEqual(['internal_api', 'storage'], data['networks'])
+        self.assertEqual(['tenant', 'external', 'ctlplane', 'storage_mgmt'],
+                         data['options']['skip_networks'])
+        self.assertEqual(3, data['options']['key_epoch'])
+        self.assertEqual(dict(DEFAULT_OPTIONS, key_epoch=3,
+                              skip_networks=data['options']['skip_networks']),
+                         data['options'])
+        for host in data['hosts'].values():
+            self.assertNotIn('storage_mgmt',
+                             {c['network'] for c in host['conns']})
+
+    def test_command_line_overrides_the_file(self):
+        conf = self.write('tripleo-ipsec.conf', self.CONF)
+        data = self.plan('--config-file', conf, '--key-epoch', '7')
+        self.assertEqual(7, data['options']['key_epoch'])
+        self.assertEqual(['internal_api', 'storage'], data['networks'])
+        data = self.plan('--config-file', conf,
+                         '--skip-networks', 'tenant,external,ctlplane')
+        self.assertEqual(3, data['options']['key_epoch'])
+        self.assertEqual(DEFAULT_NETWORKS, data['networks'])
+
+    def test_later_file_wins(self):
+        first = self.write('first.conf', self.CONF)
+        second = self.write('second.conf', '[ipsec]\nkey_epoch = 4\n'
+                                           'failure_policy = '
+                                           'private-or-clear\n')
+        data = self.plan('--config-file', first, '--config-file', second)
+        self.assertEqual(4, data['options']['key_epoch'])
+        self.assertEqual('private-or-clear',
+                         data['options']['failure_policy'])
+        self.assertEqual(['internal_api', 'storage'], data['networks'])
+
+    def test_render_uses_the_file(self):
+        conf = self.write('tripleo-ipsec.conf', self.CONF)
+        out = os.path.join(self.work, 'out')
+        self.assertOk(self.render('--config-file', conf, out=out))
+        manifest = base.manifest(out, 'overcloud-controller-0')
+        self.assertEqual(3, manifest['key_epoch'])
+        ipsec_d = os.path.join(out, 'overcloud-controller-0', 'etc',
+                               'ipsec.d')
+        self.assertNotIn('tripleo-storage_mgmt.conf', os.listdir(ipsec_d))
+        self.assertIn('tripleo-storage.conf', os.listdir(ipsec_d))
+
+
+class TestConfigGenerator(base.TestCase):
+
+    def test_lists_the_ipsec_options(self):
+        result = subprocess.run(
+            [os.path.join(BIN, 'oslo-config-generator'),
+             '--namespace', 'tripleo_ipsec'],
+            cwd=TOP, env=_env(), capture_output=True, text=True, timeout=120)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('\n[ipsec]\n', result.stdout)
+        section = result.stdout.split('\n[ipsec]\n', 1)[1]
+        for opt in ('skip_networks', 'ike', 'esp', 'failure_policy',
+                    'key_epoch', 'libreswan_version', 'vip_networks'):
+            self.assertIsNotNone(
+                re.search(r'^#%s =( |$)' % opt, section, re.M), opt)
+        self.assertIn('#skip_networks = tenant,external,ctlplane', section)
+        self.assertIn('#failure_policy = private\n', section)
