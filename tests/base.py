@@ -9,6 +9,7 @@ import testtools
 import yaml
 
 from tripleo_ipsec import keys
+from tripleo_ipsec import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
 from tripleo_ipsec import render
@@ -60,8 +61,7 @@ class TestCase(testtools.TestCase):
 
 
 def manifest(out, host):
-    with open(os.path.join(out, host, 'var/lib/tripleo-ipsec/manifest.json')) \
-            as f:
+    with open(os.path.join(out, host, names.MANIFEST)) as f:
         return json.load(f)
 
 

@@ -478,7 +478,7 @@ class TestRender(CliTestCase):
                 want = 0o600 if name.endswith('.secrets') else 0o644
                 self.assertEqual(oct(want), oct(mode), name)
             self.assertTrue(os.path.isfile(os.path.join(
-                out, host, 'var', 'lib', 'tripleo-ipsec', 'manifest.json')))
+                out, host, 'etc', 'ipsec.d', 'tripleo-ipsec.manifest.json')))
 
     def assertNoLeftovers(self, *names):
         self.assertEqual(sorted(names), sorted(os.listdir(self.work)))

@@ -10,7 +10,7 @@ PREFIX = 'tripleo'
 
 # Where a node's bundle lives, relative to the node's root.
 IPSEC_D = 'etc/ipsec.d'
-MANIFEST = 'var/lib/tripleo-ipsec/manifest.json'
+MANIFEST = 'etc/ipsec.d/tripleo-ipsec.manifest.json'
 
 # Our OCF resource agent: ocf:<provider>:<type>.
 OCF_PROVIDER = 'tripleo-ipsec'

@@ -2,7 +2,7 @@
 
 ``OUT/<host>/etc/ipsec.d/tripleo-<network>.conf`` and ``.secrets`` hold a
 network's host-to-host conns and their keys; ``tripleo-vip-<vip>.conf`` and
-``.secrets`` a VIP's conns; ``var/lib/tripleo-ipsec/manifest.json`` lists
+``.secrets`` a VIP's conns; ``etc/ipsec.d/tripleo-ipsec.manifest.json`` lists
 every conn with a digest, so the node side can reconcile conn by conn.
 Secrets files are 0600.  The whole output appears at once (rendered in a
 temporary directory beside OUT, then renamed), or not at all.
