@@ -68,6 +68,8 @@ def load(path):
         raise Error('master key file %s: %s' % (path, exc.strerror))
     with os.fdopen(fd, 'rb') as f:
         mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise Error('master key file %s is not a regular file' % path)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise Error('master key file %s is accessible by group or others '
                         '(mode %04o); chmod 0600 it' % (path, mode & 0o7777))

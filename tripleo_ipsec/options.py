@@ -74,8 +74,9 @@ class Options(object):
     vip_networks: tuple = ()     # sorted (vip, network) pairs
 
     def __post_init__(self):
-        proposals.check('IKE', self.ike)
-        proposals.check('ESP', self.esp)
+        # what gets rendered is the checked, normalised text
+        object.__setattr__(self, 'ike', proposals.check('IKE', self.ike))
+        object.__setattr__(self, 'esp', proposals.check('ESP', self.esp))
         if self.failure_policy not in FAILURE_POLICIES:
             raise Error('failure policy %r is not one of %s'
                         % (self.failure_policy, ', '.join(FAILURE_POLICIES)))

@@ -12,17 +12,15 @@ Grammar (ipsec.conf(5)): proposals separated by ``,``; a proposal is
 ``+`` and the DH part may also follow a ``;``.
 """
 
-import re
-
 from tripleo_ipsec.errors import Error
 
-AES_KEYLENS = (128, 192, 256)
-# name -> allowed key lengths (None: the name takes no key length)
+AES_KEYLENS = ('128', '192', '256')
+# name -> allowed key lengths (() : the name takes no key length)
 AEAD = {
     'aes_gcm': AES_KEYLENS, 'aes_gcm_a': AES_KEYLENS,
     'aes_gcm_b': AES_KEYLENS, 'aes_gcm_c': AES_KEYLENS,
-    'aes_gcm8': AES_KEYLENS, 'aes_gcm12': AES_KEYLENS,
-    'aes_gcm16': AES_KEYLENS, 'chacha20_poly1305': None,
+    'aes_gcm_8': AES_KEYLENS, 'aes_gcm_12': AES_KEYLENS,
+    'aes_gcm_16': AES_KEYLENS, 'chacha20_poly1305': (),
 }
 CIPHERS = {'aes': AES_KEYLENS, 'aes_cbc': AES_KEYLENS,
            'aes_ctr': AES_KEYLENS}
@@ -33,22 +31,32 @@ DH = {'modp2048', 'modp3072', 'modp4096', 'modp6144', 'modp8192',
       'dh31', 'ecp_256', 'ecp_384', 'ecp_521', 'curve25519'}
 NONE = {'null', 'none'}
 
-_ENC = re.compile(r'^([a-z0-9_]+?)_?(128|192|256)?$')
+
+def _spellings(table):
+    """Every accepted spelling -> is it AEAD: 'aes_gcm', 'aes_gcm256', ..."""
+    spelled = {}
+    for name, lengths in table.items():
+        spelled[name] = table is AEAD
+        for length in lengths:
+            # libreswan reads digits straight after a name that ends in a
+            # digit as part of the key length: those need the '_'
+            if not name[-1].isdigit():
+                spelled[name + length] = table is AEAD
+            spelled[name + '_' + length] = table is AEAD
+    return spelled
+
+
+_CIPHER_SPELLINGS = dict(_spellings(CIPHERS), **_spellings(AEAD))
 
 
 def _cipher(token, kind):
-    """Split 'aes_gcm256' into ('aes_gcm', 256) and check it; True if AEAD."""
-    for table, aead in ((AEAD, True), (CIPHERS, False)):
-        if token in table:
-            return aead
-        match = _ENC.match(token)
-        if match and match.group(2) and match.group(1) in table:
-            if table[match.group(1)] is None:
-                break
-            return aead
-    raise Error('%s encryption algorithm %r is not one of the accepted '
-                'ones (AES-GCM, AES-CBC/CTR, ChaCha20-Poly1305)'
-                % (kind, token))
+    """True if the cipher is AEAD; Error if it is not an accepted one."""
+    try:
+        return _CIPHER_SPELLINGS[token]
+    except KeyError:
+        raise Error('%s encryption algorithm %r is not one of the accepted '
+                    'ones (AES-GCM, AES-CBC/CTR, ChaCha20-Poly1305)'
+                    % (kind, token))
 
 
 def _alternatives(part, table, what, kind):
@@ -69,7 +77,11 @@ def _proposal(text, kind):
     parts = text.split('-')
     if not parts[0]:
         raise Error('%s proposal is empty' % kind)
-    aead = all(_cipher(t, kind) for t in parts[0].split('+'))
+    kinds = {_cipher(t, kind) for t in parts[0].split('+')}
+    if len(kinds) > 1:
+        raise Error('%s proposal %r mixes AEAD and non-AEAD ciphers'
+                    % (kind, text))
+    aead = kinds.pop()
     rest = parts[1:]
     if dh is None and len(rest) == 2:
         dh = rest.pop()
@@ -95,6 +107,8 @@ def check(kind, value):
     value = (value or '').strip().lower()
     if not value:
         raise Error('%s proposal is empty' % kind)
+    if any(c.isspace() for c in value):
+        raise Error('%s proposal %r has white space in it' % (kind, value))
     for proposal in value.split(','):
-        _proposal(proposal.strip(), kind)
+        _proposal(proposal, kind)
     return value
