@@ -61,3 +61,45 @@ class TestDocs(testtools.TestCase):
             text = f.read()
         for opt in options.OPTS:
             self.assertIn('``%s``' % opt.dest, text)
+
+
+class TestAnsible(testtools.TestCase):
+
+    def _env(self):
+        return dict(os.environ, ANSIBLE_ROLES_PATH=os.path.join(
+            TOP, 'ansible', 'roles'), PATH=BIN + os.pathsep +
+            os.environ.get('PATH', ''))
+
+    def test_ansible_lint(self):
+        if not os.path.isdir(os.path.join(TOP, '.git')):
+            self.skipTest('ansible-lint needs a git checkout')
+        result = subprocess.run(
+            [os.path.join(BIN, 'ansible-lint'), '--offline', '--nocolor',
+             'ansible/roles/tripleo_ipsec', 'tests/playbooks'],
+            cwd=TOP, capture_output=True, text=True, timeout=600,
+            env=self._env())
+        self.assertEqual(0, result.returncode, result.stdout + result.stderr)
+
+    def test_playbooks_syntax_check(self):
+        playbooks = os.path.join(TOP, 'tests', 'playbooks')
+        for name in sorted(os.listdir(playbooks)):
+            result = subprocess.run(
+                [os.path.join(BIN, 'ansible-playbook'), '--syntax-check',
+                 '-i', 'localhost,', os.path.join(playbooks, name)],
+                cwd=TOP, capture_output=True, text=True, timeout=300,
+                env=self._env())
+            self.assertEqual(0, result.returncode,
+                             name + result.stdout + result.stderr)
+
+    def test_module_utils_is_the_package_module(self):
+        # the role ships tripleo_ipsec/libreswan.py to nodes as module_utils
+        link = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec',
+                            'module_utils', 'tripleo_ipsec_libreswan.py')
+        self.assertEqual(os.path.realpath(link), os.path.join(
+            TOP, 'tripleo_ipsec', 'libreswan.py'))
+        with open(link) as f:
+            imports = [line for line in f if line.startswith(
+                ('import ', 'from '))]
+        # nodes get nothing from pip: the standard library only
+        self.assertEqual(['import os\n', 'import re\n', 'import subprocess\n',
+                          'import tempfile\n'], imports)

@@ -86,10 +86,10 @@ class Libreswan(object):
     """One pluto, reached through its control socket."""
 
     def __init__(self, ctlsocket=DEFAULT_CTLSOCKET, timeout=DEFAULT_TIMEOUT,
-                 ipsec='ipsec'):
+                 command=('ipsec',)):
         self.ctlsocket = ctlsocket
         self.timeout = timeout
-        self.ipsec = ipsec
+        self.ipsec = list(command)     # e.g. ip netns exec NS ipsec
         self._version = None
 
     def _run(self, args, check=True):
@@ -108,14 +108,15 @@ class Libreswan(object):
         return result
 
     def whack(self, *args, check=True):
-        return self._run([self.ipsec, 'whack', '--ctlsocket', self.ctlsocket]
-                         + list(args), check=check)
+        return self._run(self.ipsec + ['whack', '--ctlsocket',
+                                       self.ctlsocket] + list(args),
+                         check=check)
 
     @property
     def version(self):
         """(major, minor) of the installed libreswan, asked once."""
         if self._version is None:
-            out = self._run([self.ipsec, '--version']).stdout
+            out = self._run(self.ipsec + ['--version']).stdout
             match = _VERSION.search(out)
             if not match:
                 raise LibreswanError('not libreswan: %s' % out.strip()[:80])
@@ -123,8 +124,7 @@ class Libreswan(object):
         return self._version
 
     def running(self):
-        return os.path.exists(self.ctlsocket) and \
-            self.whack('--status', check=False).returncode == 0
+        return self.whack('--status', check=False).returncode == 0
 
     def status(self):
         return parse_status(self.whack('--status').stdout)
@@ -154,8 +154,8 @@ class Libreswan(object):
                 f.write('config setup\n\n' + '\n'.join(wanted))
             # --autoall adds every conn of this file and routes the
             # auto=ondemand ones; the shared sections (no auto=) stay out
-            self._run([self.ipsec, 'addconn', '--ctlsocket', self.ctlsocket,
-                       '--config', path, '--autoall'])
+            self._run(self.ipsec + ['addconn', '--ctlsocket', self.ctlsocket,
+                                    '--config', path, '--autoall'])
         finally:
             os.unlink(path)
 
@@ -167,3 +167,31 @@ class Libreswan(object):
 
     def rereadsecrets(self):
         self.whack('--rereadsecrets')
+
+
+def holder_conns(manifest):
+    """The VIP-holder conns of a manifest: loaded only where the VIP is."""
+    return {n for vip in manifest.get('vips', {}).values()
+            for n in vip.get('holder', [])}
+
+
+def verify(manifest, status, vips=False):
+    """Which expected conns of a node have an established Child SA.
+
+    Expected: every host-to-host conn; with ``vips``, also every VIP conn
+    towards a VIP (the peer side).  Returns a JSON-able report.
+    """
+    holders = holder_conns(manifest)
+    peer_side = {n for vip in manifest.get('vips', {}).values()
+                 for n in vip.get('peer', [])}
+    expected = sorted(n for n in manifest.get('conns', {})
+                      if n not in holders and (vips or n not in peer_side))
+    conns = {}
+    for name in expected:
+        conn = status.get(name)
+        conns[name] = conn.to_dict() if conn else {'loaded': False,
+                                                   'established': False}
+    missing = [n for n in expected if not conns[n]['established']]
+    return {'host': manifest.get('host'), 'expected': len(expected),
+            'established': len(expected) - len(missing),
+            'missing': missing, 'conns': conns, 'ok': not missing}

@@ -1,0 +1,228 @@
+#!/usr/bin/python
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+DOCUMENTATION = r'''
+module: tripleo_ipsec_apply
+short_description: Install a node's tripleo-ipsec bundle and reconcile pluto
+description:
+  - Writes the node's files as rendered by C(tripleo-ipsec render) (modes
+    kept, secrets 0600, each file written to a temporary name and renamed),
+    removes files of the previous bundle that are gone, then reconciles the
+    running pluto conn by conn from the bundle's manifest, adding new conns,
+    replacing changed ones and deleting those no longer in the bundle, all
+    new conns in one C(addconn) run.  Pluto is never restarted.  Nothing
+    changes when the bundle is what is installed.
+  - Normally called through the action plugin of the same name, which reads
+    the bundle from the controller.
+  - VIP-holder conns are left to the VIP's OCF resource; a loaded one is
+    kept up to date.
+options:
+  files:
+    description: The bundle, relative path -> {mode, content}.
+    type: dict
+  manifest:
+    description: Relative path of the manifest within the bundle.
+    type: str
+    required: true
+  state:
+    description: C(present) installs, C(absent) removes everything a
+      previous run installed, from disk and from pluto.
+    type: str
+    choices: [present, absent]
+    default: present
+  root:
+    description: Where the node's / is.
+    type: path
+    default: /
+  ctlsocket:
+    description: pluto's control socket.
+    type: path
+    default: /run/pluto/pluto.ctl
+  initiate:
+    description: Start negotiating the new conns this end initiates.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds any one libreswan command may take.
+    type: int
+    default: 120
+'''
+
+import json  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import PREFIX  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import split_conf  # noqa
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _same(path, content, mode):
+    old = _read(path)
+    return (old is not None and old == content and
+            (os.stat(path).st_mode & 0o7777) == mode)
+
+
+def _write(path, content, mode):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tripleo-ipsec-')
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(content)
+        os.rename(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _loaded(status):
+    return {n for n in status
+            if n.startswith(PREFIX) and not n.startswith(PREFIX + 'defaults-')}
+
+
+def present(module, lw, root, files, manifest_path):
+    new = json.loads(files[manifest_path]['content'])
+    old = json.loads(_read(os.path.join(root, manifest_path)) or '{}')
+    result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
+              'deleted': []}
+
+    for rel, entry in sorted(files.items()):
+        if rel == manifest_path:
+            continue        # written last, once pluto agrees
+        content = entry['content'].encode()
+        mode = int(entry['mode'], 8)
+        if not _same(os.path.join(root, rel), content, mode):
+            result['written'].append('/' + rel)
+    gone = sorted(set(old.get('files', {})) - set(new['files']))
+    result['removed'] = [p for p in gone
+                         if os.path.lexists(os.path.join(root, p[1:]))]
+
+    status = lw.status()
+    loaded = _loaded(status)
+    holders = holder_conns(new)
+    wanted = {n for n in new['conns'] if n not in holders} | (
+        holders & loaded)
+    old_conns = old.get('conns', {})
+    replace = sorted(n for n in wanted & loaded
+                     if old_conns.get(n) != new['conns'][n])
+    result['deleted'] = sorted(loaded - wanted)
+    result['added'] = sorted(wanted - loaded)
+    result['replaced'] = replace
+    touched = result['added'] + result['replaced']
+    secrets_changed = any(p.endswith('.secrets')
+                          for p in result['written'] + result['removed'])
+    changed = bool(result['written'] or result['removed'] or touched or
+                   result['deleted'] or not _same(
+                       os.path.join(root, manifest_path),
+                       files[manifest_path]['content'].encode(),
+                       int(files[manifest_path]['mode'], 8)))
+    if module.check_mode or not changed:
+        return changed, result
+
+    for rel in result['written']:
+        entry = files[rel[1:]]
+        _write(os.path.join(root, rel[1:]), entry['content'].encode(),
+               int(entry['mode'], 8))
+    for rel in result['removed']:
+        os.unlink(os.path.join(root, rel[1:]))
+
+    for name in result['deleted'] + replace:
+        lw.delete(name)
+    if secrets_changed:
+        lw.rereadsecrets()
+    sections = {}
+    for rel, entry in files.items():
+        if rel.endswith('.conf'):
+            sections.update(split_conf(entry['content']))
+    lw.add(sections, touched)
+    if module.params['initiate']:
+        for name in sorted(set(touched) & set(new.get('initiate', []))):
+            lw.initiate(name)
+    entry = files[manifest_path]
+    _write(os.path.join(root, manifest_path), entry['content'].encode(),
+           int(entry['mode'], 8))
+    return True, result
+
+
+def absent(module, lw, root, manifest_path):
+    old = json.loads(_read(os.path.join(root, manifest_path)) or '{}')
+    result = {'removed': [], 'deleted': []}
+    if lw.running():
+        result['deleted'] = sorted(_loaded(lw.status()))
+    paths = sorted(set(old.get('files', {})) | {'/' + manifest_path})
+    result['removed'] = [p for p in paths
+                         if os.path.lexists(os.path.join(root, p[1:]))]
+    changed = bool(result['removed'] or result['deleted'])
+    if module.check_mode or not changed:
+        return changed, result
+    for name in result['deleted']:
+        lw.delete(name)
+    for rel in result['removed']:
+        os.unlink(os.path.join(root, rel[1:]))
+    if result['deleted'] or any(p.endswith('.secrets')
+                                for p in result['removed']):
+        lw.rereadsecrets()
+    return True, result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            files=dict(type='dict', no_log=True),
+            manifest=dict(type='str', required=True),
+            state=dict(type='str', default='present',
+                       choices=['present', 'absent']),
+            root=dict(type='path', default='/'),
+            ctlsocket=dict(type='path', default='/run/pluto/pluto.ctl'),
+            initiate=dict(type='bool', default=True),
+            timeout=dict(type='int', default=120),
+        ),
+        required_if=[('state', 'present', ['files'])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    lw = Libreswan(params['ctlsocket'], params['timeout'])
+    try:
+        if params['state'] == 'present':
+            if params['manifest'] not in params['files']:
+                module.fail_json(msg='the bundle has no %s'
+                                 % params['manifest'])
+            if not lw.running():
+                module.fail_json(msg='pluto is not running (control socket '
+                                 '%s)' % params['ctlsocket'])
+            changed, result = present(module, lw, params['root'],
+                                      params['files'], params['manifest'])
+        else:
+            changed, result = absent(module, lw, params['root'],
+                                     params['manifest'])
+    except (LibreswanError, OSError, ValueError) as exc:
+        module.fail_json(msg=str(exc))
+    summary = {k: len(v) for k, v in result.items()}
+    module.exit_json(changed=changed, summary=summary, **result)
+
+
+if __name__ == '__main__':
+    main()

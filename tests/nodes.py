@@ -1,0 +1,160 @@
+"""Overcloud nodes as network namespaces, each with its own /etc and pluto.
+
+``ip netns exec`` bind-mounts ``/etc/netns/<ns>/<entry>`` over
+``/etc/<entry>``, so a module that Ansible runs in a namespace (through an
+interpreter wrapper) writes ``/etc/ipsec.d/...`` into that node's own copy.
+Every node runs its own pluto with its own NSS database, secrets and
+control socket.  The namespaces have only ``lo``: nothing leaves them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from tests import pluto
+from tripleo_ipsec import libreswan
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROLES = os.path.join(TOP, 'ansible', 'roles')
+
+
+class Node(object):
+
+    def __init__(self, name, addresses, workdir):
+        self.name = name
+        self.netns = 'tipsec-%s' % uuid.uuid4().hex[:10]
+        self.etc = os.path.join('/etc/netns', self.netns)
+        self.rundir = '/run/pluto-%s' % self.netns
+        self.ctlsocket = os.path.join(self.rundir, 'pluto.ctl')
+        self.log = os.path.join(workdir, '%s-pluto.log' % name)
+        self.python = os.path.join(workdir, '%s-python' % name)
+        os.makedirs(os.path.join(self.etc, 'ipsec.d'))
+        with open(os.path.join(self.etc, 'ipsec.conf'), 'w') as f:
+            f.write('config setup\n\ninclude /etc/ipsec.d/*.conf\n')
+        with open(os.path.join(self.etc, 'ipsec.secrets'), 'w') as f:
+            f.write('include /etc/ipsec.d/*.secrets\n')
+        with open(self.python, 'w') as f:
+            f.write('#!/bin/sh\nexec ip netns exec %s %s "$@"\n'
+                    % (self.netns, sys.executable))
+        os.chmod(self.python, 0o755)
+        self._check(['ip', 'netns', 'add', self.netns])
+        self.exec_(['ip', 'link', 'set', 'lo', 'up'])
+        for address in addresses:
+            if ':' in address:
+                self.exec_(['ip', 'addr', 'add', address + '/64', 'dev', 'lo',
+                            'nodad'])
+            else:
+                self.exec_(['ip', 'addr', 'add', address + '/24', 'dev',
+                            'lo'])
+        self.exec_(['ipsec', 'initnss', '--nssdir', '/etc/ipsec.d'])
+        self.nss_files = set(os.listdir(os.path.join(self.etc, 'ipsec.d')))
+        self.lw = libreswan.Libreswan(
+            self.ctlsocket, 60, ('ip', 'netns', 'exec', self.netns, 'ipsec'))
+        self.start_pluto()
+
+    @staticmethod
+    def _check(args):
+        result = pluto.run(args)
+        if result.returncode:
+            raise RuntimeError('%s: %s' % (' '.join(args),
+                                           result.stderr.strip()))
+        return result
+
+    def exec_(self, args):
+        return self._check(['ip', 'netns', 'exec', self.netns] + args)
+
+    def start_pluto(self):
+        os.makedirs(self.rundir, exist_ok=True)
+        self.exec_([pluto.PLUTO, '--config', '/etc/ipsec.conf',
+                    '--secretsfile', '/etc/ipsec.secrets',
+                    '--nssdir', '/etc/ipsec.d', '--rundir', self.rundir,
+                    '--logfile', self.log])
+        self.lw.whack('--status')
+
+    def conns(self):
+        """{name: libreswan.Conn} of our conns pluto has loaded."""
+        return {n: c for n, c in self.lw.status().items()
+                if n.startswith('tripleo-')}
+
+    def psks(self):
+        out = self.lw.whack('--listpsks').stdout
+        return [tuple(line.split()[-2:]) for line in out.splitlines()
+                if ': PSK ' in line]
+
+    def files(self):
+        """Files in this node's /etc/ipsec.d, NSS database aside."""
+        return set(os.listdir(os.path.join(self.etc, 'ipsec.d'))) - \
+            self.nss_files
+
+    def stop(self):
+        if os.path.exists(self.ctlsocket):
+            self.lw.whack('--shutdown', check=False)
+        for pid in pluto.run(['ip', 'netns', 'pids',
+                              self.netns]).stdout.split():
+            pluto.run(['kill', '-9', pid])
+        pluto.run(['ip', 'netns', 'del', self.netns])
+        shutil.rmtree(self.etc, ignore_errors=True)
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+class Nodes(object):
+    """A set of Node, an inventory for them and ansible-playbook runs."""
+
+    def __init__(self):
+        self.workdir = tempfile.mkdtemp(prefix='tripleo-ipsec-nodes-')
+        self.nodes = {}
+
+    def add(self, name, addresses):
+        self.nodes[name] = Node(name, addresses, self.workdir)
+        return self.nodes[name]
+
+    def remove(self, name):
+        self.nodes.pop(name).stop()
+
+    def inventory(self, bundle_dir, **extra):
+        hosts = {}
+        for name, node in self.nodes.items():
+            hosts[name] = dict({
+                'ansible_connection': 'local',
+                'ansible_python_interpreter': node.python,
+                'tripleo_ipsec_ctlsocket': node.ctlsocket,
+                'tripleo_ipsec_manage_package': False,
+                'tripleo_ipsec_manage_service': False,
+                'tripleo_ipsec_bundle_dir': bundle_dir}, **extra)
+        path = os.path.join(self.workdir, 'inventory.json')
+        with open(path, 'w') as f:
+            json.dump({'all': {'hosts': hosts}}, f)
+        return path
+
+    def playbook(self, playbook, bundle_dir, *args, **extra):
+        """Run ansible-playbook; returns (rc, per-host stats, JSON output)."""
+        env = dict(os.environ, ANSIBLE_ROLES_PATH=ROLES,
+                   ANSIBLE_STDOUT_CALLBACK='tripleo_ipsec_json',
+                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(
+                       TOP, 'tests', 'callback_plugins'),
+                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'ansible'),
+                   ANSIBLE_REMOTE_TEMP=os.path.join(self.workdir, 'remote'),
+                   ANSIBLE_NOCOLOR='1', ANSIBLE_HOST_KEY_CHECKING='0',
+                   ANSIBLE_PYTHON_INTERPRETER='auto_silent')
+        bin_dir = os.path.dirname(sys.executable)
+        result = subprocess.run(
+            [os.path.join(bin_dir, 'ansible-playbook'), '-i',
+             self.inventory(bundle_dir, **extra), '-f', '10', playbook]
+            + list(args), capture_output=True, text=True, env=env,
+            cwd=TOP, timeout=600)
+        try:
+            data = json.loads(result.stdout)
+        except ValueError:
+            raise RuntimeError('ansible-playbook: rc %d: %s %s'
+                               % (result.returncode, result.stdout[-2000:],
+                                  result.stderr[-2000:]))
+        return result.returncode, data['stats'], data
+
+    def stop(self):
+        for node in self.nodes.values():
+            node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

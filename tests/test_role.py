@@ -1,0 +1,202 @@
+"""The tripleo_ipsec Ansible role, run with ansible-playbook against nodes
+that are network namespaces, each with its own /etc and its own real pluto.
+
+IKE needs no kernel ESP to load conns and install their trap policies, so
+this runs on a kernel without ESP; tunnels coming up is the lab's job.
+"""
+
+import os
+
+from tests import base
+from tests import nodes
+from tests import pluto
+from tripleo_ipsec import libreswan
+from tripleo_ipsec import plan
+from tripleo_ipsec import synth
+from tripleo_ipsec import topology
+
+PLAYBOOK = os.path.join(nodes.TOP, 'tests', 'playbooks', 'apply.yml')
+APPLY = 'Reconcile this node\'s IPsec conns'
+
+
+def read_bytes(root):
+    tree = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, 'rb') as f:
+                tree[path] = (os.stat(path).st_mode, f.read())
+    return tree
+
+
+class RoleTestCase(base.TestCase):
+
+    def setUp(self):
+        super(RoleTestCase, self).setUp()
+        why = pluto.available()
+        if why:
+            self.skipTest(why)
+        self.key = self.master_key()
+        self.nodes = nodes.Nodes()
+        self.addCleanup(self.nodes.stop)
+
+    def bundle(self, computes=2, **opts):
+        """Render the stock overcloud with N computes; (plan, out)."""
+        topo = topology.build(synth.stack_outputs(
+            [synth.controller(3), synth.compute(computes)]))
+        the_plan = base.make_plan(topo, **opts)
+        out, _ = self.render(the_plan, self.key)
+        for host in topo.hosts:
+            if host.name not in self.nodes.nodes:
+                self.nodes.add(host.name, sorted(host.addresses.values()))
+        return the_plan, out
+
+    def deploy(self, out, *args, **extra):
+        """Run the role; {host: the apply task's result}."""
+        rc, stats, data = self.nodes.playbook(PLAYBOOK, out, *args, **extra)
+        results = {}
+        for task in data['tasks']:
+            if task['name'].endswith(APPLY):
+                results = task['hosts']
+        self.assertEqual(set(self.nodes.nodes), set(results), stats)
+        failed = {h: r.get('msg') for h, r in results.items()
+                  if r.get('failed')}
+        self.assertEqual((0, {}), (rc, failed), stats)
+        return results
+
+    def serials(self):
+        return {name: {c: conn.serial for c, conn in node.conns().items()}
+                for name, node in self.nodes.nodes.items()}
+
+    def assertLoaded(self, the_plan):
+        """Every node has exactly its bundle's conns, routed, with keys."""
+        for name, host_plan in the_plan.hosts.items():
+            node = self.nodes.nodes[name]
+            loaded = node.conns()
+            wanted = {c.name for c in host_plan.conns
+                      if c.kind != plan.VIP_HOLDER}
+            self.assertEqual(wanted, set(loaded), name)
+            for conn in loaded.values():
+                self.assertEqual('prospective erouted', conn.routing,
+                                 conn.name)
+            self.assertEqual({frozenset((c.left, c.right))
+                              for c in host_plan.conns},
+                             {frozenset(p) for p in node.psks()}, name)
+            files = {os.path.basename(p) for p in base.read_tree(
+                os.path.join(self.out_of(name), 'etc'))}
+            self.assertEqual(files, node.files(), name)
+
+    def out_of(self, name):
+        return os.path.join(self._out, name)
+
+
+class TestApply(RoleTestCase):
+
+    def test_first_run_loads_and_rerun_changes_nothing(self):
+        the_plan, self._out = self.bundle()
+        first = self.deploy(self._out)
+        self.assertEqual(set(the_plan.hosts), set(first))
+        self.assertTrue(all(r['changed'] for r in first.values()))
+        self.assertLoaded(the_plan)
+        for name, node in self.nodes.nodes.items():
+            for rel in base.read_tree(os.path.join(self._out, name)):
+                mode = os.stat(os.path.join(node.etc, rel[4:])).st_mode
+                self.assertEqual(0o600 if rel.endswith('.secrets')
+                                 else 0o644, mode & 0o777, rel)
+        before = self.serials()
+        again = self.deploy(self._out)
+        self.assertFalse([h for h, r in again.items() if r['changed']])
+        self.assertEqual(before, self.serials())
+
+    def test_check_mode_changes_nothing(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        before = self.serials()
+        etc = {n: read_bytes(node.etc)
+               for n, node in self.nodes.nodes.items()}
+        _, out = self.bundle(key_epoch=1)
+        checked = self.deploy(out, '--check')
+        self.assertTrue(all(r['changed'] for r in checked.values()))
+        self.assertTrue(all(r['replaced'] for r in checked.values()))
+        self.assertEqual(before, self.serials())
+        self.assertEqual(etc, {n: read_bytes(node.etc)
+                               for n, node in self.nodes.nodes.items()})
+
+    def test_uninstall_leaves_nothing(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        gone = self.deploy(self._out, tripleo_ipsec_state='absent')
+        self.assertTrue(all(r['changed'] for r in gone.values()))
+        for name, node in self.nodes.nodes.items():
+            self.assertEqual({}, node.conns(), name)
+            self.assertEqual(set(), node.files(), name)
+            self.assertEqual([], node.psks(), name)
+        again = self.deploy(self._out, tripleo_ipsec_state='absent')
+        self.assertFalse([h for h, r in again.items() if r['changed']])
+
+    def test_holder_conn_loaded_by_the_agent_is_kept(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        node = self.nodes.nodes['overcloud-controller-0']
+        holder = [c for c in the_plan.hosts[node.name].conns
+                  if c.kind == plan.VIP_HOLDER][0]
+        # the VIP lands here, and its OCF resource loads its conns
+        node.exec_(['ip', 'addr', 'add', holder.left + '/32', 'dev', 'lo'])
+        with open(os.path.join(node.etc, 'ipsec.d', 'tripleo-vip-%s.conf'
+                               % holder.vip)) as f:
+            node.lw.add(libreswan.split_conf(f.read()), [holder.name])
+        before = self.serials()
+        again = self.deploy(self._out)
+        self.assertFalse(again[node.name]['changed'])
+        self.assertEqual(before, self.serials())
+
+
+class TestChanges(RoleTestCase):
+    """Only the conns a change touches are touched."""
+
+    def test_peer_added_then_removed(self):
+        _, self._out = self.bundle(computes=2)
+        self.deploy(self._out)
+        before = self.serials()
+        the_plan, self._out = self.bundle(computes=3)
+        grown = self.deploy(self._out)
+        new = 'overcloud-novacompute-2'
+        for name, result in grown.items():
+            if name == new:
+                continue
+            self.assertTrue(result['added'], name)
+            self.assertTrue(all(new in c for c in result['added']), name)
+            self.assertEqual(([], []), (result['replaced'],
+                                        result['deleted']), name)
+            now = self.serials()[name]
+            for conn, serial in before[name].items():
+                self.assertEqual(serial, now[conn], conn)
+        self.assertLoaded(the_plan)
+
+        before = self.serials()
+        the_plan, self._out = self.bundle(computes=2)
+        self.nodes.remove(new)
+        shrunk = self.deploy(self._out)
+        for name, result in shrunk.items():
+            self.assertTrue(result['deleted'], name)
+            self.assertTrue(all(new in c for c in result['deleted']), name)
+            self.assertEqual(([], []), (result['added'], result['replaced']))
+            now = self.serials()[name]
+            for conn, serial in now.items():
+                self.assertEqual(before[name][conn], serial, conn)
+        self.assertLoaded(the_plan)
+
+    def test_key_epoch_bump_replaces_every_conn(self):
+        _, self._out = self.bundle()
+        self.deploy(self._out)
+        before = self.serials()
+        the_plan, self._out = self.bundle(key_epoch=1)
+        bumped = self.deploy(self._out)
+        for name, result in bumped.items():
+            self.assertEqual(sorted(before[name]), result['replaced'], name)
+            now = self.serials()[name]
+            for conn in before[name]:
+                self.assertNotEqual(before[name][conn], now[conn], conn)
+        self.assertLoaded(the_plan)
+        again = self.deploy(self._out)
+        self.assertFalse([h for h, r in again.items() if r['changed']])
