@@ -5,7 +5,9 @@ IKE needs no kernel ESP to load conns and install their trap policies, so
 this runs on a kernel without ESP; tunnels coming up is the lab's job.
 """
 
+import json
 import os
+import sys
 
 from tests import base
 from tests import nodes
@@ -200,3 +202,74 @@ class TestChanges(RoleTestCase):
         self.assertLoaded(the_plan)
         again = self.deploy(self._out)
         self.assertFalse([h for h, r in again.items() if r['changed']])
+
+
+class TestVerify(RoleTestCase):
+    """No SA can come up here (no kernel ESP): verify must say so."""
+
+    def test_role_verify_fails_listing_every_missing_conn(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        rc, stats, data = self.nodes.playbook(
+            os.path.join(nodes.TOP, 'tests', 'playbooks', 'verify.yml'),
+            self._out)
+        self.assertNotEqual(0, rc)
+        results = [t['hosts'] for t in data['tasks']
+                   if t['name'].endswith('Check every expected conn has an '
+                                         'IPsec SA')][0]
+        for name, result in results.items():
+            wanted = sorted(c.name for c in the_plan.hosts[name].conns
+                            if c.kind == plan.HOST)
+            self.assertTrue(result['failed'], name)
+            self.assertEqual(wanted, result['missing'], name)
+            self.assertIn('%d of %d' % (len(wanted), len(wanted)),
+                          result['msg'])
+
+    def test_cli_verify(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        node = self.nodes.nodes['overcloud-novacompute-0']
+        result = pluto.run(['ip', 'netns', 'exec', node.netns,
+                            os.path.join(os.path.dirname(sys.executable),
+                                         'tripleo-ipsec'), 'verify',
+                            '--ctlsocket', node.ctlsocket, '-f', 'json'])
+        self.assertEqual(1, result.returncode, result.stderr)
+        report = json.loads(result.stdout)
+        wanted = sorted(c.name for c in the_plan.hosts[node.name].conns
+                        if c.kind == plan.HOST)
+        self.assertEqual(wanted, report['missing'])
+        self.assertEqual(1, len(result.stderr.splitlines()), result.stderr)
+        self.assertIn('no established IPsec SA', result.stderr)
+
+
+class TestStatusParsing(base.TestCase):
+    """whack --status lines as libreswan 4.10 prints them."""
+
+    STATUS = (
+        '000 "tripleo-storage-a--b": 172.16.1.10...172.16.1.11; erouted; '
+        'eroute owner: #4\n'
+        '000 "tripleo-storage-a--b":   newest IKE SA: #3; newest IPsec SA: '
+        '#4; conn serial: $7;\n'
+        '000 "tripleo-storage-a--c": 172.16.1.10...172.16.1.12; '
+        'prospective erouted; eroute owner: #0\n'
+        '000 "tripleo-storage-a--c":   newest IKE SA: #0; newest IPsec SA: '
+        '#0; conn serial: $8;\n')
+
+    def test_established_and_not(self):
+        status = libreswan.parse_status(self.STATUS)
+        self.assertEqual({'routing': 'erouted', 'ike_sa': 3, 'ipsec_sa': 4,
+                          'serial': 7, 'established': True},
+                         status['tripleo-storage-a--b'].to_dict())
+        self.assertFalse(status['tripleo-storage-a--c'].established)
+        manifest = {'host': 'a', 'conns': {'tripleo-storage-a--b': 'x',
+                                           'tripleo-storage-a--c': 'y',
+                                           'tripleo-vip-v-a': 'z'},
+                    'vips': {'v': {'peer': ['tripleo-vip-v-a'],
+                                   'holder': []}}}
+        report = libreswan.verify(manifest, status)
+        self.assertEqual((2, 1, ['tripleo-storage-a--c'], False),
+                         (report['expected'], report['established'],
+                          report['missing'], report['ok']))
+        with_vips = libreswan.verify(manifest, status, vips=True)
+        self.assertEqual(['tripleo-storage-a--c', 'tripleo-vip-v-a'],
+                         with_vips['missing'])

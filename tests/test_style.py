@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import fixtures
 import testtools
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,3 +104,37 @@ class TestAnsible(testtools.TestCase):
         # nodes get nothing from pip: the standard library only
         self.assertEqual(['import os\n', 'import re\n', 'import subprocess\n',
                           'import tempfile\n'], imports)
+
+
+class TestPackaging(testtools.TestCase):
+
+    def test_wheel_ships_the_role_and_templates(self):
+        import zipfile
+        if not os.path.isdir(os.path.join(TOP, '.git')):
+            self.skipTest('pbr versions from git')
+        out = self.useFixture(fixtures.TempDir()).path
+        result = subprocess.run(
+            [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
+             '-w', out, TOP],
+            capture_output=True, text=True, timeout=600)
+        self.assertEqual(0, result.returncode, result.stderr)
+        wheel = [n for n in os.listdir(out) if n.endswith('.whl')][0]
+        with zipfile.ZipFile(os.path.join(out, wheel)) as zf:
+            names = zf.namelist()
+            role = [n.split('/data/share/ansible/roles/', 1)[1]
+                    for n in names if '/data/share/ansible/roles/' in n]
+            utils = [n for n in names if n.endswith(
+                'module_utils/tripleo_ipsec_libreswan.py')][0]
+            shipped = zf.read(utils).decode()
+        for path in ('tripleo_ipsec/tasks/main.yml',
+                     'tripleo_ipsec/tasks/verify.yml',
+                     'tripleo_ipsec/library/tripleo_ipsec_apply.py',
+                     'tripleo_ipsec/library/tripleo_ipsec_verify.py',
+                     'tripleo_ipsec/action_plugins/tripleo_ipsec_apply.py',
+                     'tripleo_ipsec/meta/argument_specs.yml',
+                     'tripleo_ipsec/defaults/main.yml'):
+            self.assertIn(path, role)
+        self.assertIn('tripleo_ipsec/templates/conns.conf.j2', names)
+        # the link became the module itself
+        with open(os.path.join(TOP, 'tripleo_ipsec', 'libreswan.py')) as f:
+            self.assertEqual(f.read(), shipped)

@@ -13,6 +13,8 @@ import yaml
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec import keys
+from tripleo_ipsec import libreswan
+from tripleo_ipsec import names
 from tripleo_ipsec import options as options_mod
 from tripleo_ipsec import plan as plan_mod
 from tripleo_ipsec import render
@@ -104,6 +106,17 @@ def build_parser():
     ren.add_argument('--out', required=True, metavar='DIR',
                      help='output: DIR/<host>/etc/ipsec.d/... per host')
     _add_format(ren)
+    ver = sub.add_parser('verify', help='on a node: which expected conns '
+                         'have an established IPsec SA')
+    ver.add_argument('--manifest', metavar='FILE',
+                     default='/' + names.MANIFEST,
+                     help='the installed manifest (default: %(default)s)')
+    ver.add_argument('--ctlsocket', metavar='PATH',
+                     default=libreswan.DEFAULT_CTLSOCKET,
+                     help='pluto\'s control socket (default: %(default)s)')
+    ver.add_argument('--vips', action='store_true',
+                     help='also expect SAs on the conns towards VIPs')
+    _add_format(ver)
     return parser
 
 
@@ -201,8 +214,32 @@ def cmd_render(args):
     _print(args.format, data, rows, ['host', 'files', 'conns'])
 
 
+def cmd_verify(args):
+    try:
+        with open(args.manifest) as f:
+            manifest = json.load(f)
+    except OSError as exc:
+        raise Error('manifest %s: %s' % (args.manifest, exc.strerror))
+    except ValueError:
+        raise Error('manifest %s: not JSON' % args.manifest)
+    try:
+        status = libreswan.Libreswan(args.ctlsocket).status()
+    except libreswan.LibreswanError as exc:
+        raise Error('pluto: %s' % exc)
+    report = libreswan.verify(manifest, status, args.vips)
+    rows = [(name, 'yes' if conn['established'] else 'NO',
+             conn.get('ipsec_sa', '-')) for name, conn in
+            sorted(report['conns'].items())]
+    _print(args.format, report, rows, ['conn', 'established', 'ipsec SA'])
+    if not report['ok']:
+        raise Error('%d of %d expected conns have no established IPsec SA: '
+                    '%s' % (len(report['missing']), report['expected'],
+                            ', '.join(report['missing'][:5]) +
+                            (', ...' if len(report['missing']) > 5 else '')))
+
+
 COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,
-            'render': cmd_render}
+            'render': cmd_render, 'verify': cmd_verify}
 
 
 def main(argv=None):
