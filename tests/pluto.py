@@ -30,7 +30,13 @@ def available():
 
 def run(args, **kwargs):
     kwargs.setdefault('timeout', TIMEOUT)
-    return subprocess.run(args, capture_output=True, text=True, **kwargs)
+    check = kwargs.pop('check', False)
+    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    if check and result.returncode:
+        raise RuntimeError('%s: rc %d: %s' % (' '.join(args[:6]),
+                                              result.returncode,
+                                              result.stderr.strip()))
+    return result
 
 
 class ScratchPluto(object):

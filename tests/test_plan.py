@@ -7,6 +7,7 @@ import os
 import re
 
 from tests import base
+from tripleo_ipsec import errors
 from tripleo_ipsec import plan
 from tripleo_ipsec import synth
 from tripleo_ipsec import topology
@@ -340,3 +341,21 @@ class TestFirewall(base.TestCase):
                           'max_conns_per_host': 33}, data['summary'])
         self.assertEqual(sorted(data['firewall_rules']),
                          sorted(the_plan.firewall_rules))
+
+
+class TestSkipNetworks(base.TestCase):
+
+    def test_default_names_may_be_absent(self):
+        networks = {'ctlplane': ('192.168.24.0/24',),
+                    'internal_api': ('172.16.2.0/24',)}
+        roles = [synth.Role('Controller', 2, tuple(networks),
+                            synth.CONTROLLER_SERVICES, 'ctl-%index%')]
+        topo = topology.build(synth.stack_outputs(roles, networks))
+        self.assertEqual(('internal_api',), base.make_plan(topo).networks)
+
+    def test_other_names_must_exist(self):
+        topo = base.fixture_topology('stock')
+        exc = self.assertRaises(errors.Error, base.make_plan, topo,
+                                skip_networks=('tenant', 'bogus'))
+        self.assertIn('bogus', str(exc))
+        self.assertNotIn('tenant,', str(exc))

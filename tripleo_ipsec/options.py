@@ -15,15 +15,17 @@ from tripleo_ipsec import proposals
 GROUP = 'ipsec'
 FAILURE_POLICIES = ('private', 'private-or-clear')
 LIBRESWAN_VERSIONS = ('4', '5')
+DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 
 OPTS = [
     cfg.ListOpt('skip_networks',
-                default=['tenant', 'external', 'ctlplane'],
+                default=list(DEFAULT_SKIP_NETWORKS),
                 help='Networks left unencrypted. tenant traffic is the '
                      'tenant\'s own business (and VXLAN/Geneve is heavy), '
                      'external faces the outside world, and pre-shared-key '
                      'conns on ctlplane would cut the undercloud off. A name '
-                     'that is not a network of the deployment is an error.'),
+                     'that is not a network of the deployment is an error '
+                     '(these three may be absent).'),
     cfg.StrOpt('ike',
                default='aes_gcm256-sha2_256-dh19',
                help='IKEv2 proposal (libreswan ike=), checked before use.'),
@@ -65,7 +67,7 @@ def list_opts():
 
 @dataclasses.dataclass(frozen=True)
 class Options(object):
-    skip_networks: tuple = ('tenant', 'external', 'ctlplane')
+    skip_networks: tuple = DEFAULT_SKIP_NETWORKS
     ike: str = 'aes_gcm256-sha2_256-dh19'
     esp: str = 'aes_gcm256'
     failure_policy: str = 'private'

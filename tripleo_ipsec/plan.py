@@ -21,6 +21,7 @@ import typing
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec import names
+from tripleo_ipsec.options import DEFAULT_SKIP_NETWORKS
 
 HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'
 IKE_PORTS = (500, 4500)
@@ -93,7 +94,10 @@ def _family(address):
 
 
 def protected_networks(topology, options):
-    unknown = sorted(set(options.skip_networks) - set(topology.networks))
+    # The default names are TripleO's stock networks; a deployment without
+    # one of them is fine.  Any other name must be a network of this one.
+    unknown = sorted(set(options.skip_networks) - set(topology.networks) -
+                     set(DEFAULT_SKIP_NETWORKS))
     if unknown:
         raise Error('skip_networks: %s %s not a network of this deployment '
                     '(networks: %s)'
