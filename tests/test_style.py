@@ -63,6 +63,21 @@ class TestDocs(testtools.TestCase):
         for opt in options.OPTS:
             self.assertIn('``%s``' % opt.dest, text)
 
+    def test_readme_and_argument_specs_cover_every_role_variable(self):
+        import yaml
+        role = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec')
+        with open(os.path.join(role, 'defaults', 'main.yml')) as f:
+            defaults = yaml.safe_load(f)
+        with open(os.path.join(role, 'meta', 'argument_specs.yml')) as f:
+            specs = yaml.safe_load(f)['argument_specs']
+        specified = set(specs['main']['options']) | set(
+            specs['verify']['options'])
+        with open(os.path.join(TOP, 'README.rst')) as f:
+            text = f.read()
+        for name in defaults:
+            self.assertIn('``%s``' % name, text)
+            self.assertIn(name, specified)
+
 
 class TestAnsible(testtools.TestCase):
 
