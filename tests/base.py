@@ -65,12 +65,18 @@ def manifest(out, host):
         return json.load(f)
 
 
-def read_tree(root):
-    """{relative path: text} of every file below root."""
+def tree(root):
+    """{relative path: (permission bits, bytes)} of every file below root."""
     files = {}
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             path = os.path.join(dirpath, name)
-            with open(path) as f:
-                files[os.path.relpath(path, root)] = f.read()
+            with open(path, 'rb') as f:
+                files[os.path.relpath(path, root)] = (
+                    os.stat(path).st_mode & 0o7777, f.read())
     return files
+
+
+def read_tree(root):
+    """{relative path: text} of every file below root."""
+    return {path: data.decode() for path, (_, data) in tree(root).items()}

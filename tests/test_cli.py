@@ -66,18 +66,6 @@ def table_rows(text):
             for line in text.splitlines() if line.startswith('| ')]
 
 
-def tree(root):
-    """{relative path: (mode, text)} of every file below root."""
-    files = {}
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with open(path) as f:
-                files[os.path.relpath(path, root)] = (
-                    stat.S_IMODE(os.stat(path).st_mode), f.read())
-    return files
-
-
 class CliTestCase(base.TestCase):
     """A work directory holding the inputs and a valid master key."""
 
@@ -332,11 +320,11 @@ class TestBadInput(CliTestCase):
     def test_failed_render_keeps_the_previous_output(self):
         out = os.path.join(self.work, 'out')
         self.assertOk(self.render(out=out))
-        rendered = tree(out)
+        rendered = base.tree(out)
         before = sorted(os.listdir(self.work))
         result = self.render('--esp', 'aes_gcm999', out=out)
         self.assertOneErrorLine(result, ['aes_gcm999'])
-        self.assertEqual(rendered, tree(out))
+        self.assertEqual(rendered, base.tree(out))
         self.assertEqual(before, sorted(os.listdir(self.work)))
 
     def test_usage_error_is_one_line(self):
@@ -491,7 +479,7 @@ class TestRender(CliTestCase):
         self.assertEqual(self.out, data['out'])
         self.assertEqual(HOSTS, sorted(data['hosts']))
         self.assertTree(self.out, HOSTS)
-        files = tree(self.out)
+        files = base.tree(self.out)
         for host, counts in data['hosts'].items():
             self.assertEqual(counts['files'], len(
                 [p for p in files if p.startswith(host + os.sep)]), host)
@@ -512,23 +500,23 @@ class TestRender(CliTestCase):
     def test_render_again_replaces_the_output(self):
         first = json.loads(self.render_new('json'))
         key_text = self.read(self.new_key)
-        rendered = tree(self.out)
+        rendered = base.tree(self.out)
         # the key exists now: --create-master-key loads it, not replaces it
         second = json.loads(self.assertOk(self.render(
             '--create-master-key', '-f', 'json', key=self.new_key,
             out=self.out)))
         self.assertEqual(first, second)
         self.assertEqual(key_text, self.read(self.new_key))
-        self.assertEqual(rendered, tree(self.out))
+        self.assertEqual(rendered, base.tree(self.out))
         self.assertTree(self.out, HOSTS)
         self.assertNoLeftovers('master.key', 'new.key', 'out')
 
     def test_render_again_with_other_options(self):
         self.render_new('json')
-        rendered = tree(self.out)
+        rendered = base.tree(self.out)
         self.assertOk(self.render('--key-epoch', '1', key=self.new_key,
                                   out=self.out))
-        again = tree(self.out)
+        again = base.tree(self.out)
         self.assertEqual(sorted(rendered), sorted(again))
         secrets = [p for p in again if p.endswith('.secrets')]
         self.assertTrue(secrets)

@@ -16,29 +16,26 @@ _PSK = re.compile(r'^(\S+) (\S+) : PSK "([^"]+)"$', re.M)
 _STANZA = re.compile(r'^conn (\S+)\n((?:\t.*\n)+)', re.M)
 
 
+def _texts(out, host, suffix):
+    """The text of every file of a rendered host's /etc/ipsec.d/*SUFFIX."""
+    ipsec_d = os.path.join(out, host, 'etc/ipsec.d')
+    for name in sorted(os.listdir(ipsec_d)):
+        if name.endswith(suffix):
+            with open(os.path.join(ipsec_d, name)) as f:
+                yield f.read()
+
+
 def secrets_of(out, host):
     """{(left, right): psk} from every secrets file of a rendered host."""
-    found = {}
-    ipsec_d = os.path.join(out, host, 'etc/ipsec.d')
-    for name in os.listdir(ipsec_d):
-        if name.endswith('.secrets'):
-            with open(os.path.join(ipsec_d, name)) as f:
-                for left, right, psk in _PSK.findall(f.read()):
-                    found[(left, right)] = psk
-    return found
+    return {(left, right): psk for text in _texts(out, host, '.secrets')
+            for left, right, psk in _PSK.findall(text)}
 
 
 def stanzas_of(out, host):
     """{conn name: stanza text} from every conf file of a rendered host."""
-    found = {}
-    ipsec_d = os.path.join(out, host, 'etc/ipsec.d')
-    for name in os.listdir(ipsec_d):
-        if name.endswith('.conf'):
-            with open(os.path.join(ipsec_d, name)) as f:
-                found.update((name, text) for name, text in
-                             _STANZA.findall(f.read())
-                             if not name.startswith('tripleo-defaults-'))
-    return found
+    return {name: body for text in _texts(out, host, '.conf')
+            for name, body in _STANZA.findall(text)
+            if not name.startswith('tripleo-defaults-')}
 
 
 class TestMesh(base.TestCase):

@@ -21,16 +21,6 @@ PLAYBOOK = os.path.join(nodes.TOP, 'tests', 'playbooks', 'apply.yml')
 APPLY = 'Reconcile this node\'s IPsec conns'
 
 
-def read_bytes(root):
-    tree = {}
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with open(path, 'rb') as f:
-                tree[path] = (os.stat(path).st_mode, f.read())
-    return tree
-
-
 class RoleTestCase(base.TestCase):
 
     def setUp(self):
@@ -114,14 +104,14 @@ class TestApply(RoleTestCase):
         the_plan, self._out = self.bundle()
         self.deploy(self._out)
         before = self.serials()
-        etc = {n: read_bytes(node.etc)
+        etc = {n: base.tree(node.etc)
                for n, node in self.nodes.nodes.items()}
         _, out = self.bundle(key_epoch=1)
         checked = self.deploy(out, '--check')
         self.assertTrue(all(r['changed'] for r in checked.values()))
         self.assertTrue(all(r['replaced'] for r in checked.values()))
         self.assertEqual(before, self.serials())
-        self.assertEqual(etc, {n: read_bytes(node.etc)
+        self.assertEqual(etc, {n: base.tree(node.etc)
                                for n, node in self.nodes.nodes.items()})
 
     def test_uninstall_leaves_nothing(self):

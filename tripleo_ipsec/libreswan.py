@@ -16,8 +16,10 @@ DEFAULT_TIMEOUT = 120
 PREFIX = 'tripleo-'
 
 _HEADER = re.compile(r'^000 "([^"]+)": \S+\.\.\.\S+; ([a-z ]+);')
+# libreswan 5 says "Child SA" where 4 says "IPsec SA"
 _SERIALS = re.compile(r'^000 "([^"]+)":\s+newest IKE SA: #(\d+); '
-                      r'newest IPsec SA: #(\d+); conn serial: \$(\d+)')
+                      r'newest (?:IPsec|Child) SA: #(\d+); '
+                      r'conn serial: \$(\d+)')
 _VERSION = re.compile(r'Libreswan (\d+)\.(\d+)')
 
 
