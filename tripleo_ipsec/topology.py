@@ -129,7 +129,9 @@ def outputs_from_heat(cloud, stack):
     import openstack
     try:
         conn = openstack.connect(cloud=cloud)
-        heat = heat_client.Client('1', session=conn.session)
+        heat = heat_client.Client(
+            '1', session=conn.session,
+            endpoint_override=conn.endpoint_for('orchestration'))
         found = heat.stacks.get(stack)
     except heat_exc.HTTPNotFound:
         raise Error('stack %s not found' % stack)
