@@ -263,3 +263,26 @@ class TestStatusParsing(base.TestCase):
         with_vips = libreswan.verify(manifest, status, vips=True)
         self.assertEqual(['tripleo-storage-a--c', 'tripleo-vip-v-a'],
                          with_vips['missing'])
+
+
+class TestSteps(RoleTestCase):
+    """Step 1: host-to-host conns only; step 3: the VIP conns too."""
+
+    def test_vips_later_and_kept(self):
+        the_plan, self._out = self.bundle()
+        step1 = self.deploy(self._out, tripleo_ipsec_vips=False)
+        for name, node in self.nodes.nodes.items():
+            hosts = {c.name for c in the_plan.hosts[name].conns
+                     if c.kind == plan.HOST}
+            self.assertEqual(hosts, set(node.conns()), name)
+            self.assertTrue(step1[name]['changed'])
+        step3 = self.deploy(self._out)
+        self.assertLoaded(the_plan)
+        for name, result in step3.items():
+            self.assertEqual([], result['written'], name)
+            self.assertTrue(all(c.startswith('tripleo-vip-')
+                                for c in result['added']), name)
+        before = self.serials()
+        rerun1 = self.deploy(self._out, tripleo_ipsec_vips=False)
+        self.assertFalse([h for h, r in rerun1.items() if r['changed']])
+        self.assertEqual(before, self.serials())

@@ -52,6 +52,13 @@ options:
     description: Start negotiating the new conns this end initiates.
     type: bool
     default: true
+  vips:
+    description: Load the conns towards VIPs too.  TripleO's step 1 loads
+      host-to-host conns only, before pacemaker forms; step 3, once the
+      VIPs and their OCF resources exist, loads the VIP conns.  When false,
+      VIP conns already loaded are kept (and kept up to date), not removed.
+    type: bool
+    default: true
   timeout:
     description: Seconds any one libreswan command may take.
     type: int
@@ -123,7 +130,10 @@ def present(module, lw, root, files, manifest_path):
     status = lw.status()
     loaded = _loaded(status)
     holders = holder_conns(new)
-    wanted = {n for n in new['conns'] if n not in holders} | (
+    vip_peers = {n for vip in new.get('vips', {}).values()
+                 for n in vip.get('peer', [])}
+    later = set() if module.params['vips'] else vip_peers - loaded
+    wanted = {n for n in new['conns'] if n not in holders | later} | (
         holders & loaded)
     old_conns = old.get('conns', {})
     replace = sorted(n for n in wanted & loaded
@@ -198,6 +208,7 @@ def main():
             root=dict(type='path', default='/'),
             ctlsocket=dict(type='path', default='/run/pluto/pluto.ctl'),
             initiate=dict(type='bool', default=True),
+            vips=dict(type='bool', default=True),
             timeout=dict(type='int', default=120),
         ),
         required_if=[('state', 'present', ['files'])],
