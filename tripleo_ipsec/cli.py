@@ -39,11 +39,18 @@ def _add_source(parser):
     src.add_argument('--stack', metavar='NAME',
                      help='read the outputs of this live stack with '
                           'python-heatclient')
+    src.add_argument('--inventory', metavar='FILE',
+                     help='a tripleo-common inventory, as config-download '
+                          'saves it (tripleo-ansible-inventory.yaml)')
     group.add_argument('--os-cloud', metavar='CLOUD',
                        help='clouds.yaml entry for --stack')
     group.add_argument('--net-cidr-map', metavar='FILE',
                        help='network -> CIDR(s), as THT\'s '
                             'ServiceData.net_cidr_map (JSON or YAML)')
+    group.add_argument('--net-vip-map', metavar='FILE',
+                       help='VIP name -> address, as THT\'s VipMap '
+                            '(config-download\'s net_vip_map); with '
+                            '--inventory, for VIPs it lacks (ovn_dbs)')
     group.add_argument('--plan-name', metavar='NAME',
                        help='the plan (stack) name the inventory uses '
                             '(default: the --stack name, or overcloud)')
@@ -128,19 +135,18 @@ def _outputs(args):
     return topology.outputs_from_heat(args.os_cloud, args.stack)
 
 
-def _net_cidr_map(path):
+def _mapping(path, what):
     if not path:
         return None
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except OSError as exc:
-        raise Error('net_cidr_map %s: %s' % (path, exc.strerror))
+        raise Error('%s %s: %s' % (what, path, exc.strerror))
     except yaml.YAMLError:
-        raise Error('net_cidr_map %s: not valid JSON or YAML' % path)
+        raise Error('%s %s: not valid JSON or YAML' % (what, path))
     if not isinstance(data, dict):
-        raise Error('net_cidr_map %s: expected a mapping of network to '
-                    'CIDR(s)' % path)
+        raise Error('%s %s: expected a mapping' % (what, path))
     return data
 
 
@@ -157,8 +163,16 @@ def _plan_name(args):
 
 
 def _topology(args, opts):
-    return topology.build(_outputs(args), _net_cidr_map(args.net_cidr_map),
-                          dict(opts.vip_networks), _plan_name(args))
+    cidrs = _mapping(args.net_cidr_map, 'net_cidr_map')
+    vip_map = _mapping(args.net_vip_map, 'net_vip_map')
+    if args.inventory:
+        return topology.from_inventory(topology.load_inventory(
+            args.inventory), vip_map, cidrs, dict(opts.vip_networks))
+    outputs = _outputs(args)
+    if vip_map:
+        outputs = dict(outputs, VipMap=vip_map)
+    return topology.build(outputs, cidrs, dict(opts.vip_networks),
+                          _plan_name(args))
 
 
 def _print(fmt, data, rows, header):
@@ -181,7 +195,10 @@ def _print(fmt, data, rows, header):
 
 
 def cmd_inventory(args):
-    inv = topology.inventory(_outputs(args), _plan_name(args))
+    if args.inventory:
+        inv = topology.load_inventory(args.inventory)
+    else:
+        inv = topology.inventory(_outputs(args), _plan_name(args))
     hostvars = inv.get('_meta', {}).get('hostvars', {})
     rows = [(h, ', '.join(sorted(k[:-3] for k in v if k.endswith('_ip'))))
             for h, v in sorted(hostvars.items())]

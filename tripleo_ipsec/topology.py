@@ -249,6 +249,17 @@ def _cidrs(net_cidr_map):
     return cidrs
 
 
+def _inventory_vips(inv):
+    """VIPs an inventory carries as group vars: <name>_vip."""
+    vips = {}
+    for group, body in inv.items():
+        group_vars = body.get('vars', {}) if isinstance(body, dict) else {}
+        for key, value in group_vars.items():
+            if key.endswith('_vip') and isinstance(value, str) and value:
+                vips.setdefault(key[:-len('_vip')], value)
+    return vips
+
+
 def _vip_network(name, address, members, cidrs, vip_networks):
     """Which network carries a service VIP (redis, ovn_dbs, ...)."""
     if name in vip_networks:
@@ -282,7 +293,46 @@ def _vip_network(name, address, members, cidrs, vip_networks):
 
 def build(outputs, net_cidr_map=None, vip_networks=None, plan='overcloud'):
     """Stack outputs (a key -> value mapping) -> Topology."""
-    inv = inventory(outputs, plan)
+    vip_map = outputs.get('VipMap') or {}
+    if not isinstance(vip_map, dict):
+        raise Error('stack outputs: VipMap must be a mapping')
+    return from_inventory(inventory(outputs, plan), vip_map, net_cidr_map,
+                          vip_networks)
+
+
+def load_inventory(path):
+    """A saved tripleo-common inventory (static YAML or dynamic JSON)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise Error('inventory %s: %s' % (path, exc.strerror))
+    except yaml.YAMLError:
+        raise Error('inventory %s: not valid JSON or YAML' % path)
+    if not isinstance(data, dict):
+        raise Error('inventory %s: expected a mapping of groups' % path)
+    if '_meta' in data:
+        return data
+    # static: hosts are {name: vars} in their groups, children {name: {}}
+    hostvars, dynamic = {}, {}
+    for group, body in data.items():
+        body = body if isinstance(body, dict) else {}
+        hosts = body.get('hosts') or {}
+        for name, hvars in hosts.items():
+            hostvars.setdefault(name, {}).update(hvars or {})
+        dynamic[group] = {'hosts': sorted(hosts),
+                          'children': sorted(body.get('children') or {}),
+                          'vars': body.get('vars') or {}}
+    dynamic['_meta'] = {'hostvars': hostvars}
+    return dynamic
+
+
+def from_inventory(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
+    """A tripleo-common inventory (dynamic form) -> Topology.
+
+    ``vip_map`` is THT's VipMap (config-download's ``net_vip_map``); VIPs
+    the inventory carries as ``<name>_vip`` group vars are taken too.
+    """
     hostvars = inv.get('_meta', {}).get('hostvars', {})
     cidrs = _cidrs(net_cidr_map)
     vip_networks = dict(vip_networks or {})
@@ -344,9 +394,7 @@ def build(outputs, net_cidr_map=None, vip_networks=None, plan='overcloud'):
         LOG.info('net_cidr_map names network %s that no host is on', net)
 
     vips = []
-    vip_map = outputs.get('VipMap') or {}
-    if not isinstance(vip_map, dict):
-        raise Error('stack outputs: VipMap must be a mapping')
+    vip_map = dict(_inventory_vips(inv), **(vip_map or {}))
     for name in sorted(set(vip_networks) - set(vip_map)):
         raise Error('vip_networks: VIP %s is not in the stack\'s VipMap'
                     % name)
