@@ -116,15 +116,9 @@ class Nodes(object):
         self.nodes.pop(name).stop()
 
     def inventory(self, bundle_dir, **extra):
-        hosts = {}
-        for name, node in self.nodes.items():
-            hosts[name] = dict({
-                'ansible_connection': 'local',
-                'ansible_python_interpreter': node.python,
-                'tripleo_ipsec_ctlsocket': node.ctlsocket,
-                'tripleo_ipsec_manage_package': False,
-                'tripleo_ipsec_manage_service': False,
-                'tripleo_ipsec_bundle_dir': bundle_dir}, **extra)
+        hosts = {name: dict(hvars, tripleo_ipsec_bundle_dir=bundle_dir,
+                            **extra)
+                 for name, hvars in self.connection_vars().items()}
         path = os.path.join(self.workdir, 'inventory.json')
         with open(path, 'w') as f:
             json.dump({'all': {'hosts': hosts}}, f)
@@ -132,6 +126,19 @@ class Nodes(object):
 
     def playbook(self, playbook, bundle_dir, *args, **extra):
         """Run ansible-playbook; returns (rc, per-host stats, JSON output)."""
+        return self.run(playbook, self.inventory(bundle_dir, **extra), *args)
+
+    def connection_vars(self):
+        """{host: vars} that point Ansible at each node's namespace."""
+        return {name: {'ansible_connection': 'local',
+                       'ansible_python_interpreter': node.python,
+                       'tripleo_ipsec_ctlsocket': node.ctlsocket,
+                       'tripleo_ipsec_manage_package': False,
+                       'tripleo_ipsec_manage_service': False}
+                for name, node in self.nodes.items()}
+
+    def run(self, playbook, inventory, *args):
+        """ansible-playbook -i INVENTORY PLAYBOOK ARGS, as above."""
         env = dict(os.environ, ANSIBLE_ROLES_PATH=ROLES,
                    ANSIBLE_STDOUT_CALLBACK='tripleo_ipsec_json',
                    ANSIBLE_CALLBACK_PLUGINS=os.path.join(
@@ -142,8 +149,8 @@ class Nodes(object):
                    ANSIBLE_PYTHON_INTERPRETER='auto_silent')
         bin_dir = os.path.dirname(sys.executable)
         result = subprocess.run(
-            [os.path.join(bin_dir, 'ansible-playbook'), '-i',
-             self.inventory(bundle_dir, **extra), '-f', '10', playbook]
+            [os.path.join(bin_dir, 'ansible-playbook'), '-i', inventory,
+             '-f', '10', playbook]
             + list(args), capture_output=True, text=True, env=env,
             cwd=TOP, timeout=600)
         try:

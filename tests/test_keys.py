@@ -261,8 +261,18 @@ class TestKeyFile(testtools.TestCase):
             self.assertEqual(text, f.read())
         self.assertEqual(0o600, stat.S_IMODE(os.stat(path).st_mode))
 
-    def test_create_in_missing_directory(self):
+    def test_create_makes_a_private_directory(self):
         path = os.path.join(self.dir, 'absent', 'master.key')
+        keys.create(path)
+        self.assertEqual(0o700, stat.S_IMODE(os.stat(
+            os.path.dirname(path)).st_mode))
+        self.assertEqual(0o600, stat.S_IMODE(os.stat(path).st_mode))
+
+    def test_create_where_it_cannot(self):
+        blocker = os.path.join(self.dir, 'file')
+        with open(blocker, 'w') as f:
+            f.write('x')
+        path = os.path.join(blocker, 'master.key')
         exc = self.assertRaises(Error, keys.create, path)
         self.assertIn(path, str(exc))
 

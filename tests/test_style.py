@@ -60,8 +60,8 @@ class TestDocs(testtools.TestCase):
         from tripleo_ipsec import options
         with open(os.path.join(TOP, 'README.rst')) as f:
             text = f.read()
-        for opt in options.OPTS:
-            self.assertIn('``%s``' % opt.dest, text)
+        self.assertEqual([], [o.dest for o in options.OPTS
+                              if '``%s``' % o.dest not in text])
 
     def test_readme_and_argument_specs_cover_every_role_variable(self):
         import yaml
@@ -70,13 +70,13 @@ class TestDocs(testtools.TestCase):
             defaults = yaml.safe_load(f)
         with open(os.path.join(role, 'meta', 'argument_specs.yml')) as f:
             specs = yaml.safe_load(f)['argument_specs']
-        specified = set(specs['main']['options']) | set(
-            specs['verify']['options'])
+        specified = {name for spec in specs.values()
+                     for name in spec['options']}
         with open(os.path.join(TOP, 'README.rst')) as f:
             text = f.read()
-        for name in defaults:
-            self.assertIn('``%s``' % name, text)
-            self.assertIn(name, specified)
+        self.assertEqual([], [n for n in defaults
+                              if '``%s``' % n not in text])
+        self.assertEqual([], [n for n in defaults if n not in specified])
 
 
 class TestAnsible(testtools.TestCase):
@@ -143,6 +143,8 @@ class TestPackaging(testtools.TestCase):
             shipped = zf.read(utils).decode()
         for path in ('tripleo_ipsec/tasks/main.yml',
                      'tripleo_ipsec/tasks/verify.yml',
+                     'tripleo_ipsec/tasks/render.yml',
+                     'tripleo_ipsec/library/tripleo_ipsec_render.py',
                      'tripleo_ipsec/library/tripleo_ipsec_apply.py',
                      'tripleo_ipsec/library/tripleo_ipsec_verify.py',
                      'tripleo_ipsec/action_plugins/tripleo_ipsec_apply.py',
@@ -150,6 +152,11 @@ class TestPackaging(testtools.TestCase):
                      'tripleo_ipsec/defaults/main.yml'):
             self.assertIn(path, role)
         self.assertIn('tripleo_ipsec/templates/conns.conf.j2', names)
+        # the environment's relative registry path holds when installed
+        share = [n.split('/data/share/openstack-tripleo-ipsec/', 1)[1]
+                 for n in names if '/data/share/openstack-tripleo-ipsec/' in n]
+        self.assertEqual(['deployment/ipsec/ipsec-baremetal-ansible.yaml',
+                          'environments/ipsec.yaml'], sorted(share))
         # the link became the module itself
         with open(os.path.join(TOP, 'tripleo_ipsec', 'libreswan.py')) as f:
             self.assertEqual(f.read(), shipped)

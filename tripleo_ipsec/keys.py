@@ -88,6 +88,9 @@ def create(path):
     """Create a new master key file (0600); never overwrites one."""
     secret = os.urandom(NEW_MASTER_BYTES)
     try:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise Error('master key file %s already exists; not overwriting it'

@@ -1,0 +1,131 @@
+#!/usr/bin/python
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+DOCUMENTATION = r'''
+module: tripleo_ipsec_render
+short_description: Plan and render every node's IPsec bundle (undercloud)
+description:
+  - Runs on the undercloud, where the tripleo-ipsec package is installed.
+    Builds the topology from config-download's inventory, plans, and
+    renders one bundle per node into I(out), atomically.  The master key
+    is I(master_key) when given, otherwise the file I(master_key_file),
+    created once (0600) and kept across reruns.  Unchanged when the
+    rendered bundles are what I(out) already holds.
+options:
+  inventory: {description: tripleo-common's inventory file., type: path,
+              required: true}
+  net_vip_map: {description: VIP name -> address (THT VipMap)., type: dict,
+                default: {}}
+  net_cidr_map: {description: network -> CIDRs., type: dict, default: {}}
+  vip_networks: {description: service VIP -> network., type: dict,
+                 default: {}}
+  skip_networks: {description: networks left unencrypted., type: list,
+                  elements: str}
+  ike: {description: IKE proposal., type: str}
+  esp: {description: ESP proposal., type: str}
+  failure_policy: {description: private or private-or-clear., type: str}
+  key_epoch: {description: key epoch., type: int}
+  libreswan_version: {description: 4 or 5., type: str}
+  master_key: {description: an operator-given master key (base64)., type: str}
+  master_key_file: {description: where the master key is kept., type: path,
+                    required: true}
+  out: {description: the bundles' directory., type: path, required: true}
+'''
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+
+def _digest(root):
+    if not os.path.isdir(root):
+        return None
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            digest.update(os.path.relpath(path, root).encode())
+            digest.update(b'%o' % os.stat(path).st_mode)
+            with open(path, 'rb') as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            inventory=dict(type='path', required=True),
+            net_vip_map=dict(type='dict', default={}),
+            net_cidr_map=dict(type='dict', default={}),
+            vip_networks=dict(type='dict', default={}),
+            skip_networks=dict(type='list', elements='str'),
+            ike=dict(type='str'),
+            esp=dict(type='str'),
+            failure_policy=dict(type='str'),
+            key_epoch=dict(type='int'),
+            libreswan_version=dict(type='str'),
+            master_key=dict(type='str', no_log=True),
+            master_key_file=dict(type='path', required=True, no_log=False),
+            out=dict(type='path', required=True),
+        ),
+        supports_check_mode=True,
+    )
+    from tripleo_ipsec.errors import Error
+    from tripleo_ipsec import keys
+    from tripleo_ipsec import options
+    from tripleo_ipsec import plan
+    from tripleo_ipsec import render
+    from tripleo_ipsec import topology
+
+    p = module.params
+    try:
+        opts = options.load(
+            (), skip_networks=p['skip_networks'], ike=p['ike'], esp=p['esp'],
+            failure_policy=p['failure_policy'], key_epoch=p['key_epoch'],
+            libreswan_version=p['libreswan_version'],
+            vip_networks={k: v for k, v in p['vip_networks'].items() if v})
+        topo = topology.from_inventory(
+            topology.load_inventory(p['inventory']), p['net_vip_map'],
+            p['net_cidr_map'], dict(opts.vip_networks))
+        the_plan = plan.build(topo, opts)
+        if p['master_key']:
+            try:
+                secret = base64.b64decode(p['master_key'].strip(),
+                                          validate=True)
+            except ValueError:
+                raise Error('the operator-given master key is not base64')
+            master = keys.MasterKey(secret)
+        elif module.check_mode and not os.path.exists(p['master_key_file']):
+            module.exit_json(changed=True, msg='would create the master key '
+                             'and render every bundle')
+        else:
+            master = keys.load_or_create(p['master_key_file'])
+        before = _digest(p['out'])
+        if module.check_mode:
+            module.exit_json(changed=before is None,
+                             hosts=len(the_plan.hosts))
+        written = render.write(the_plan, master, p['out'])
+    except (Error, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    summary = the_plan.to_dict()['summary']
+    module.exit_json(changed=_digest(p['out']) != before,
+                     hosts=sorted(written), networks=list(the_plan.networks),
+                     conns=summary['conns'],
+                     max_conns_per_host=summary['max_conns_per_host'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,111 @@
+"""Resolve the service template's ``role_data`` with Heat's own engine.
+
+Offline: python-heatclient reads the template and environment files as
+``openstack overcloud deploy`` would, and openstack-heat's engine
+validates the stack and resolves the ``role_data`` output, with no API,
+database or keystone.  Used by the tests and the lab (openstack-heat is a
+test and lab dependency, not a runtime one).
+"""
+
+import json
+import logging
+import os
+import warnings
+
+from tripleo_ipsec.errors import Error
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVICE_TEMPLATE = os.path.join(TOP, 'deployment', 'ipsec',
+                                'ipsec-baremetal-ansible.yaml')
+ENVIRONMENT = os.path.join(TOP, 'environments', 'ipsec.yaml')
+SERVICE_TYPE = 'OS::TripleO::Services::Ipsec'
+
+# what THT passes every service (a stock ServiceNetMap's relevant part)
+STANDARD_PARAMETERS = {
+    'ServiceNetMap': {'RedisNetwork': 'internal_api',
+                      'OvnDbsNetwork': 'internal_api'},
+    'ServiceData': {'net_cidr_map': {}},
+    'RoleName': 'Controller',
+    'RoleParameters': {},
+    'EndpointMap': {},
+}
+
+
+def _engine():
+    logging.disable(logging.WARNING)
+    warnings.simplefilter('ignore')
+    from heat.common import context
+    from heat.engine import environment
+    from heat.engine import resources
+    from heat.engine import stack as stack_mod
+    from heat.engine import template
+    from heatclient.common import template_utils
+    resources.initialise()
+    return context, environment, stack_mod, template, template_utils
+
+
+def _context(context):
+    return context.RequestContext.from_dict({
+        'tenant_id': 'tripleo-ipsec', 'username': 'tripleo-ipsec',
+        'auth_token': 'offline', 'auth_url': 'http://127.0.0.1:5000/v3'})
+
+
+def environment_files(env_paths=(ENVIRONMENT,)):
+    """(files, environment) as heatclient builds them from -e files."""
+    _, _, _, _, template_utils = _engine()
+    return template_utils.process_multiple_environments_and_files(
+        env_paths=list(env_paths))
+
+
+def service_stack(parameters=None, env_paths=(ENVIRONMENT,)):
+    """The service template as a stack, validated; its registry entry."""
+    context, environment, stack_mod, template, template_utils = _engine()
+    env_files, env = environment_files(env_paths)
+    registered = env.get('resource_registry', {}).get(SERVICE_TYPE)
+    if not registered:
+        raise Error('%s maps no %s' % (', '.join(env_paths), SERVICE_TYPE))
+    path = registered[len('file://'):] if registered.startswith(
+        'file://') else registered
+    files, tpl = template_utils.get_template_contents(template_file=path)
+    files.update(env_files)
+    env = dict(env)
+    env.pop('resource_registry', None)
+    env['parameters'] = dict(STANDARD_PARAMETERS, **dict(
+        env.get('parameter_defaults', {}), **(parameters or {})))
+    tmpl = template.Template(tpl, files=files,
+                             env=environment.Environment(env))
+    tmpl.validate()
+    # strict: parameter values are checked against their constraints (the
+    # template has no client-backed constraint that would need a cloud)
+    stk = stack_mod.Stack(_context(context), 'tripleo-ipsec-offline', tmpl,
+                          strict_validate=True)
+    stk.validate()
+    return stk, path
+
+
+def role_data(parameters=None, env_paths=(ENVIRONMENT,)):
+    """The fully resolved ``role_data``, as plain JSON data."""
+    stk, _ = service_stack(parameters, env_paths)
+    data = stk.outputs['role_data'].get_value()
+    return json.loads(json.dumps(data, default=bytes.decode))
+
+
+def wrapped_stack(env_paths=(ENVIRONMENT,)):
+    """A top-level template using the service by its type, validated.
+
+    With the environment file: the registry entry resolves and fits.
+    """
+    context, environment, stack_mod, template, template_utils = _engine()
+    files, env = environment_files(env_paths)
+    tpl = {'heat_template_version': 'wallaby',
+           'resources': {'Ipsec': {'type': SERVICE_TYPE,
+                                   'properties': STANDARD_PARAMETERS}},
+           'outputs': {'role_data': {'value': {
+               'get_attr': ['Ipsec', 'role_data']}}}}
+    tmpl = template.Template(tpl, files=files,
+                             env=environment.Environment(env))
+    tmpl.validate()
+    stk = stack_mod.Stack(_context(context), 'tripleo-ipsec-wrapped', tmpl,
+                          strict_validate=False)
+    stk.validate()
+    return stk
