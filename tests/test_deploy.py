@@ -1,0 +1,155 @@
+"""A deploy through the real path, short of an overcloud: Heat's engine
+resolves role_data from environments/ipsec.yaml, the step runner writes
+config-download's playbook, and ansible-playbook runs it with
+tripleo-common's inventory: external tasks on the undercloud (this
+machine), node tasks on network-namespace nodes with their own pluto."""
+
+import logging
+import os
+import types
+
+import yaml
+
+from tests import base
+from tests import nodes
+from tests import pluto
+from tripleo_ipsec import heat
+from tripleo_ipsec import plan
+from tripleo_ipsec import steps
+from tripleo_ipsec import synth
+from tripleo_ipsec import topology
+
+APPLY = 'Reconcile this node\'s IPsec conns'
+RENDER = 'Render every node\'s IPsec bundle'
+
+
+class TestDeploy(base.TestCase):
+
+    def setUp(self):
+        super(TestDeploy, self).setUp()
+        why = pluto.available()
+        if why:
+            self.skipTest(why)
+        self.nodes = nodes.Nodes()
+        self.addCleanup(self.nodes.stop)
+        self.work = self.tempdir()
+        self.key = os.path.join(self.work, 'tripleo-ipsec', 'master.key')
+        self.role_data = heat.role_data()
+
+    def overcloud(self, computes):
+        """Stack outputs of 3 controllers + N computes; nodes for them."""
+        outputs = synth.stack_outputs(
+            [synth.controller(3), synth.compute(computes)])
+        topo = topology.build(outputs, synth.net_cidr_map())
+        for host in topo.hosts:
+            if host.name not in self.nodes.nodes:
+                self.nodes.add(host.name, sorted(host.addresses.values()))
+        return outputs, topo
+
+    def inventory(self, outputs):
+        """config-download's inventory, pointed at the test nodes."""
+        from tripleo_common.inventory import TripleoInventory
+        stack = types.SimpleNamespace(outputs=synth.as_heat_list(outputs))
+        heat_client = types.SimpleNamespace(stacks=types.SimpleNamespace(
+            get=lambda name: stack,
+            environment=lambda name: {'parameter_defaults': {}}))
+        path = os.path.join(self.work, 'tripleo-ansible-inventory.yaml')
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)
+        try:
+            TripleoInventory(hclient=heat_client, plan_name='overcloud',
+                             ansible_ssh_user='tripleo-admin').\
+                write_static_inventory(path)
+        finally:
+            logging.disable(previous)
+        with open(path) as f:
+            inv = yaml.safe_load(f)
+        connection = self.nodes.connection_vars()
+        for group in inv.values():
+            for name, hvars in (group.get('hosts') or {}).items():
+                if name in connection:
+                    hvars.update(connection[name])
+        with open(path, 'w') as f:
+            yaml.safe_dump(inv, f)
+        return path
+
+    def deploy(self, outputs, step_list=steps.STEPS):
+        """Run the step playbook; {task name: {host: [results]}}."""
+        playbook = steps.write(self.role_data, self.work, step_list)
+        global_vars = os.path.join(self.work, 'global_vars.yaml')
+        with open(global_vars, 'w') as f:
+            yaml.safe_dump({'net_vip_map': outputs['VipMap'],
+                            'net_cidr_map': synth.net_cidr_map()}, f)
+        rc, stats, data = self.nodes.run(playbook, self.inventory(outputs),
+                                         '-e', '@' + global_vars)
+        failed = [(t['name'], h, r.get('msg')) for t in data['tasks']
+                  for h, r in t['hosts'].items() if r.get('failed')]
+        self.assertEqual((0, []), (rc, failed), stats)
+        results = {}
+        for task in data['tasks']:
+            for host, result in task['hosts'].items():
+                if not result.get('skipped'):
+                    results.setdefault(task['name'].split(' : ')[-1], {}) \
+                        .setdefault(host, []).append(result)
+        return results
+
+    def loaded(self):
+        return {n: set(node.conns()) for n, node in self.nodes.nodes.items()}
+
+    def test_steps_rerun_and_scale_out(self):
+        outputs, topo = self.overcloud(2)
+        the_plan = plan.build(topo, base.options.Options())
+
+        # step 1 only: node-to-node conns, no VIP conns yet
+        first = self.deploy(outputs, (1,))
+        self.assertEqual(['undercloud'], list(first[RENDER]))
+        self.assertTrue(os.path.exists(self.key))
+        with open(self.key) as f:
+            key = f.read()
+        for name, conns in self.loaded().items():
+            self.assertEqual({c.name for c in the_plan.hosts[name].conns
+                              if c.kind == plan.HOST}, conns, name)
+
+        # every step: step 3 adds the conns towards the VIPs
+        self.deploy(outputs)
+        for name, conns in self.loaded().items():
+            self.assertEqual({c.name for c in the_plan.hosts[name].conns
+                              if c.kind != plan.VIP_HOLDER}, conns, name)
+        serials = {n: {c: v.serial for c, v in node.conns().items()}
+                   for n, node in self.nodes.nodes.items()}
+
+        # the same deploy again changes nothing, with the same key
+        again = self.deploy(outputs)
+        self.assertEqual(['undercloud'], list(again[RENDER]))
+        # each node reconciled twice: step 1 and step 3
+        self.assertEqual({n: 2 for n in self.nodes.nodes},
+                         {h: len(r) for h, r in again[APPLY].items()})
+        changed = [(t, h) for t, hosts in again.items()
+                   for h, results in hosts.items()
+                   for r in results if r.get('changed')]
+        self.assertEqual([], changed)
+        with open(self.key) as f:
+            self.assertEqual(key, f.read())
+        self.assertEqual(serials, {
+            n: {c: v.serial for c, v in node.conns().items()}
+            for n, node in self.nodes.nodes.items()})
+
+        # one more compute: only its conns are added anywhere
+        outputs, topo = self.overcloud(3)
+        grown = self.deploy(outputs)
+        new = 'overcloud-novacompute-2'
+        for host, results in grown[APPLY].items():
+            for result in results:
+                self.assertEqual([], result['replaced'] + result['deleted'],
+                                 host)
+                if host != new:
+                    self.assertTrue(all(new in c for c in result['added']),
+                                    host)
+        the_plan = plan.build(topo, base.options.Options())
+        for name, conns in self.loaded().items():
+            self.assertEqual({c.name for c in the_plan.hosts[name].conns
+                              if c.kind != plan.VIP_HOLDER}, conns, name)
+        for name, before in serials.items():
+            now = {c: v.serial for c, v in self.nodes.nodes[name].conns()
+                   .items()}
+            self.assertEqual(before, {c: now[c] for c in before}, name)
