@@ -36,10 +36,11 @@ class TestDeploy(base.TestCase):
         self.key = os.path.join(self.work, 'tripleo-ipsec', 'master.key')
         self.role_data = heat.role_data()
 
-    def overcloud(self, computes):
+    def overcloud(self, computes, blacklist=()):
         """Stack outputs of 3 controllers + N computes; nodes for them."""
         outputs = synth.stack_outputs(
-            [synth.controller(3), synth.compute(computes)])
+            [synth.controller(3), synth.compute(computes)],
+            blacklist=blacklist)
         topo = topology.build(outputs, synth.net_cidr_map())
         for host in topo.hosts:
             if host.name not in self.nodes.nodes:
@@ -153,3 +154,16 @@ class TestDeploy(base.TestCase):
             now = {c: v.serial for c, v in self.nodes.nodes[name].conns()
                    .items()}
             self.assertEqual(before, {c: now[c] for c in before}, name)
+
+    def test_excluded_node_is_left_alone(self):
+        excluded = 'overcloud-novacompute-1'
+        outputs, topo = self.overcloud(2, blacklist=[excluded])
+        results = self.deploy(outputs)
+        self.assertNotIn(excluded, results[APPLY])
+        self.assertEqual({}, self.nodes.nodes[excluded].conns())
+        self.assertEqual(set(), self.nodes.nodes[excluded].files())
+        bundles = os.path.join(self.work, 'tripleo-ipsec', 'bundles')
+        self.assertNotIn(excluded, os.listdir(bundles))
+        # the others keep conns to it, so its tunnels stay up
+        peers = self.nodes.nodes['overcloud-novacompute-0'].conns()
+        self.assertTrue([c for c in peers if excluded in c])
