@@ -50,6 +50,18 @@ def _context(context):
         'auth_token': 'offline', 'auth_url': 'http://127.0.0.1:5000/v3'})
 
 
+def _stack(name, tpl, files, env, strict):
+    """Validate a template as a stack, offline."""
+    context, environment, stack_mod, template, _ = _engine()
+    tmpl = template.Template(tpl, files=files,
+                             env=environment.Environment(env))
+    tmpl.validate()
+    stk = stack_mod.Stack(_context(context), name, tmpl,
+                          strict_validate=strict)
+    stk.validate()
+    return stk
+
+
 def environment_files(env_paths=(ENVIRONMENT,)):
     """(files, environment) as heatclient builds them from -e files."""
     _, _, _, _, template_utils = _engine()
@@ -59,7 +71,7 @@ def environment_files(env_paths=(ENVIRONMENT,)):
 
 def service_stack(parameters=None, env_paths=(ENVIRONMENT,)):
     """The service template as a stack, validated; its registry entry."""
-    context, environment, stack_mod, template, template_utils = _engine()
+    template_utils = _engine()[-1]
     env_files, env = environment_files(env_paths)
     registered = env.get('resource_registry', {}).get(SERVICE_TYPE)
     if not registered:
@@ -72,15 +84,9 @@ def service_stack(parameters=None, env_paths=(ENVIRONMENT,)):
     env.pop('resource_registry', None)
     env['parameters'] = dict(STANDARD_PARAMETERS, **dict(
         env.get('parameter_defaults', {}), **(parameters or {})))
-    tmpl = template.Template(tpl, files=files,
-                             env=environment.Environment(env))
-    tmpl.validate()
     # strict: parameter values are checked against their constraints (the
     # template has no client-backed constraint that would need a cloud)
-    stk = stack_mod.Stack(_context(context), 'tripleo-ipsec-offline', tmpl,
-                          strict_validate=True)
-    stk.validate()
-    return stk, path
+    return _stack('tripleo-ipsec-offline', tpl, files, env, True), path
 
 
 def role_data(parameters=None, env_paths=(ENVIRONMENT,)):
@@ -95,17 +101,11 @@ def wrapped_stack(env_paths=(ENVIRONMENT,)):
 
     With the environment file: the registry entry resolves and fits.
     """
-    context, environment, stack_mod, template, template_utils = _engine()
     files, env = environment_files(env_paths)
     tpl = {'heat_template_version': 'wallaby',
            'resources': {'Ipsec': {'type': SERVICE_TYPE,
                                    'properties': STANDARD_PARAMETERS}},
            'outputs': {'role_data': {'value': {
                'get_attr': ['Ipsec', 'role_data']}}}}
-    tmpl = template.Template(tpl, files=files,
-                             env=environment.Environment(env))
-    tmpl.validate()
-    stk = stack_mod.Stack(_context(context), 'tripleo-ipsec-wrapped', tmpl,
-                          strict_validate=False)
-    stk.validate()
-    return stk
+    # not strict: the parent passes no values through its own parameters
+    return _stack('tripleo-ipsec-wrapped', tpl, files, env, False)
