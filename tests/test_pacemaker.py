@@ -1,0 +1,138 @@
+"""The pacemaker plan against pacemaker's own tools, on a CIB file: pcs -f
+builds it, crm_verify accepts it, crm_simulate moves the agent with its
+VIP and keeps it off nodes without the VIP."""
+
+import os
+import re
+import shutil
+
+from tests import base
+from tests import pluto
+from tripleo_ipsec import names
+from tripleo_ipsec import pacemaker
+
+AGENT = os.path.realpath(os.path.join(
+    base.FIXTURES, '..', '..', 'ansible', 'roles', 'tripleo_ipsec', 'files',
+    'ocf', 'vip'))
+INSTALLED = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER,
+                         names.OCF_TYPE)
+CONTROLLERS = ('overcloud-controller-0', 'overcloud-controller-1',
+               'overcloud-controller-2')
+
+
+class TestPacemakerPlan(base.TestCase):
+
+    def setUp(self):
+        super(TestPacemakerPlan, self).setUp()
+        for tool in ('pcs', 'crm_verify', 'crm_simulate', 'cibadmin'):
+            if not shutil.which(tool):
+                self.skipTest('%s is not installed (apt-get install pcs '
+                              'pacemaker-cli-utils)' % tool)
+        if os.geteuid() != 0:
+            self.skipTest('needs root to install the agent for pcs')
+        # pcs checks a resource's parameters against the installed agent's
+        # metadata: install it where the package puts it on a node
+        # (left there: tests run in parallel and share it)
+        os.makedirs(os.path.dirname(INSTALLED), exist_ok=True)
+        tmp = '%s.%d' % (INSTALLED, os.getpid())
+        shutil.copy(AGENT, tmp)
+        os.rename(tmp, INSTALLED)
+        self.plan = base.make_plan(base.fixture_topology('stock'))
+        self.cib = os.path.join(self.tempdir(), 'cib.xml')
+        self.env = dict(os.environ, CIB_file=self.cib)
+        with open(self.cib, 'w') as f:
+            f.write(self.run_ok(['cibadmin', '--empty']))
+        self.run_ok(['pcs', '-f', self.cib, 'property', 'set',
+                     'stonith-enabled=false'])
+        for i, node in enumerate(CONTROLLERS, 1):
+            self.run_ok(['cibadmin', '-C', '-o', 'nodes', '-X',
+                         '<node id="%d" uname="%s"/>' % (i, node)])
+        # the VIPs as THT's pacemaker profile creates them
+        for vip in self.plan.vips:
+            self.run_ok(['pcs', '-f', self.cib, 'resource', 'create',
+                         names.vip_ip_resource(vip.address),
+                         'ocf:heartbeat:IPaddr2', 'ip=%s' % vip.address,
+                         'cidr_netmask=32', 'op', 'monitor', 'interval=10s'])
+
+    def run_ok(self, args):
+        result = pluto.run(args, env=self.env)
+        self.assertEqual(0, result.returncode,
+                         '%s: %s%s' % (' '.join(args), result.stdout,
+                                       result.stderr))
+        return result.stdout
+
+    def cib_xml(self):
+        with open(self.cib) as f:
+            return f.read()
+
+    def apply(self):
+        todo = pacemaker.missing(self.plan, self.cib_xml(), self.cib)
+        for argv in todo:
+            self.run_ok(argv)
+        return todo
+
+    def placement(self, xml_file):
+        """{resource: node} crm_simulate reports as started."""
+        out = self.run_ok(['crm_simulate', '-x', xml_file])
+        return dict(re.findall(r'\* (\S+)\s+\(ocf:\S+\):\s+Started (\S+)',
+                               out))
+
+    def test_pcs_builds_it_crm_verify_accepts_it_and_it_is_idempotent(self):
+        created = self.apply()
+        self.assertEqual(3 * len(self.plan.vips), len(created))
+        self.run_ok(['crm_verify', '-x', self.cib, '-V'])
+        self.assertEqual([], pacemaker.missing(self.plan, self.cib_xml(),
+                                               self.cib))
+
+    def test_agent_follows_its_vip(self):
+        self.apply()
+        step = os.path.join(os.path.dirname(self.cib), 'step1.xml')
+        online = [a for n in CONTROLLERS for a in ('-u', n)]
+        self.run_ok(['crm_simulate', '-x', self.cib, '-q', 'true', '-S',
+                     '-O', step] + online)
+        placed = self.placement(step)
+        for vip in self.plan.vips:
+            ip_res = names.vip_ip_resource(vip.address)
+            ours = vip.resource['id']
+            self.assertEqual(placed[ip_res], placed[ours], vip.name)
+
+        # a move of the VIP takes its IPsec resource along
+        vip = self.plan.vips[0]
+        ip_res, ours = (names.vip_ip_resource(vip.address),
+                        vip.resource['id'])
+        target = [n for n in CONTROLLERS if n != placed[ip_res]][0]
+        env, self.env = self.env, dict(self.env, CIB_file=step)
+        self.run_ok(['crm_resource', '--move', '-r', ip_res, '-N', target])
+        self.env = env
+        moved = os.path.join(os.path.dirname(self.cib), 'step2.xml')
+        out = self.run_ok(['crm_simulate', '-x', step, '-S', '-O', moved])
+        self.assertIn('Move       %s' % ours, out)
+        after = self.placement(moved)
+        self.assertEqual((target, target), (after[ip_res], after[ours]))
+
+        # a node failure: both start together elsewhere
+        failed = os.path.join(os.path.dirname(self.cib), 'step3.xml')
+        self.run_ok(['crm_simulate', '-x', moved, '-f', target, '-S', '-O',
+                     failed])
+        final = self.placement(failed)
+        self.assertNotEqual(target, final[ip_res])
+        self.assertEqual(final[ip_res], final[ours])
+
+    def test_scores_keep_it_off_nodes_without_the_vip(self):
+        self.apply()
+        step = os.path.join(os.path.dirname(self.cib), 'step1.xml')
+        online = [a for n in CONTROLLERS for a in ('-u', n)]
+        self.run_ok(['crm_simulate', '-x', self.cib, '-q', 'true', '-S',
+                     '-O', step] + online)
+        placed = self.placement(step)
+        scores = self.run_ok(['crm_simulate', '-x', step, '--show-scores'])
+        for vip in self.plan.vips:
+            ours = vip.resource['id']
+            for node in CONTROLLERS:
+                pattern = r'%s allocation score on %s: (\S+)' % (
+                    re.escape(ours), node)
+                match = re.search(pattern, scores)
+                self.assertIsNotNone(match, (ours, node))
+                if node != placed[ours]:
+                    self.assertEqual('-INFINITY', match.group(1),
+                                     (ours, node))
