@@ -134,7 +134,10 @@ class Nodes(object):
                        'ansible_python_interpreter': node.python,
                        'tripleo_ipsec_ctlsocket': node.ctlsocket,
                        'tripleo_ipsec_manage_package': False,
-                       'tripleo_ipsec_manage_service': False}
+                       'tripleo_ipsec_manage_service': False,
+                       # /usr is shared by the namespaces: not there
+                       'tripleo_ipsec_ocf_dir': os.path.join(
+                           self.workdir, 'ocf', name)}
                 for name, node in self.nodes.items()}
 
     def run(self, playbook, inventory, *args):

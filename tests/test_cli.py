@@ -454,7 +454,10 @@ class TestRender(CliTestCase):
 
     def assertTree(self, out, hosts):
         self.assertEqual(sorted(hosts), sorted(
-            h for h in os.listdir(out) if not h.startswith('.')))
+            h for h in os.listdir(out) if not h.startswith('.') and
+            os.path.isdir(os.path.join(out, h))))
+        with open(os.path.join(out, 'pacemaker.json')) as f:
+            self.assertTrue(json.load(f)['commands'])
         for host in hosts:
             ipsec_d = os.path.join(out, host, 'etc', 'ipsec.d')
             names = os.listdir(ipsec_d)

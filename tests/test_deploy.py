@@ -13,6 +13,7 @@ import yaml
 from tests import base
 from tests import nodes
 from tests import pluto
+from tests import test_pacemaker
 from tripleo_ipsec import heat
 from tripleo_ipsec import plan
 from tripleo_ipsec import steps
@@ -21,6 +22,7 @@ from tripleo_ipsec import topology
 
 APPLY = 'Reconcile this node\'s IPsec conns'
 RENDER = 'Render every node\'s IPsec bundle'
+PACEMAKER = 'Give each VIP its IPsec resource in pacemaker'
 
 
 class TestDeploy(base.TestCase):
@@ -34,6 +36,11 @@ class TestDeploy(base.TestCase):
         self.addCleanup(self.nodes.stop)
         self.work = self.tempdir()
         self.key = os.path.join(self.work, 'tripleo-ipsec', 'master.key')
+        # the controllers' cluster, as a CIB file pcs -f works on
+        why = test_pacemaker.unavailable()
+        if why:
+            self.skipTest(why)
+        self.cib = os.path.join(self.work, 'cib.xml')
         self.role_data = heat.role_data()
 
     def overcloud(self, computes, blacklist=()):
@@ -42,12 +49,15 @@ class TestDeploy(base.TestCase):
             [synth.controller(3), synth.compute(computes)],
             blacklist=blacklist)
         topo = topology.build(outputs, synth.net_cidr_map())
+        if not os.path.exists(self.cib):
+            test_pacemaker.cluster_cib(self, self.cib, plan.build(
+                topo, base.options.Options()).vips)
         for host in topo.hosts:
             if host.name not in self.nodes.nodes:
                 self.nodes.add(host.name, sorted(host.addresses.values()))
         return outputs, topo
 
-    def inventory(self, outputs):
+    def inventory(self, outputs, **extra):
         """config-download's inventory, pointed at the test nodes."""
         from tripleo_common.inventory import TripleoInventory
         stack = types.SimpleNamespace(outputs=synth.as_heat_list(outputs))
@@ -69,20 +79,21 @@ class TestDeploy(base.TestCase):
         for group in inv.values():
             for name, hvars in (group.get('hosts') or {}).items():
                 if name in connection:
-                    hvars.update(connection[name])
+                    hvars.update(connection[name], **extra)
         with open(path, 'w') as f:
             yaml.safe_dump(inv, f)
         return path
 
-    def deploy(self, outputs, step_list=steps.STEPS):
+    def deploy(self, outputs, step_list=steps.STEPS, *args):
         """Run the step playbook; {task name: {host: [results]}}."""
         playbook = steps.write(self.role_data, self.work, step_list)
         global_vars = os.path.join(self.work, 'global_vars.yaml')
         with open(global_vars, 'w') as f:
             yaml.safe_dump({'net_vip_map': outputs['VipMap'],
                             'net_cidr_map': synth.net_cidr_map()}, f)
-        rc, stats, data = self.nodes.run(playbook, self.inventory(outputs),
-                                         '-e', '@' + global_vars)
+        rc, stats, data = self.nodes.run(
+            playbook, self.inventory(outputs, tripleo_ipsec_cib_file=self.cib),
+            '-e', '@' + global_vars, *args)
         failed = [(t['name'], h, r.get('msg')) for t in data['tasks']
                   for h, r in t['hosts'].items() if r.get('failed')]
         self.assertEqual((0, []), (rc, failed), stats)
@@ -134,6 +145,18 @@ class TestDeploy(base.TestCase):
         self.assertEqual(serials, {
             n: {c: v.serial for c, v in node.conns().items()}
             for n, node in self.nodes.nodes.items()})
+        # step 3 made each VIP's IPsec resource, on one controller, once
+        with open(self.cib) as f:
+            cib = f.read()
+        for vip in the_plan.vips:
+            self.assertIn('id="%s"' % vip.resource['id'], cib)
+        self.assertEqual(0, pluto.run(['crm_verify', '-x', self.cib])
+                         .returncode)
+        self.assertEqual(['overcloud-controller-0'],
+                         list(again[PACEMAKER]))
+        agent = os.path.join(self.nodes.workdir, 'ocf',
+                             'overcloud-controller-1', 'vip')
+        self.assertTrue(os.access(agent, os.X_OK))
 
         # one more compute: only its conns are added anywhere
         outputs, topo = self.overcloud(3)
@@ -167,3 +190,19 @@ class TestDeploy(base.TestCase):
         # the others keep conns to it, so its tunnels stay up
         peers = self.nodes.nodes['overcloud-novacompute-0'].conns()
         self.assertTrue([c for c in peers if excluded in c])
+
+    def test_uninstall(self):
+        outputs, topo = self.overcloud(2)
+        self.deploy(outputs)
+        with open(self.cib) as f:
+            self.assertIn('provider="tripleo-ipsec"', f.read())
+        self.deploy(outputs, steps.STEPS, '-e', 'tripleo_ipsec_state=absent')
+        for name, node in self.nodes.nodes.items():
+            self.assertEqual({}, node.conns(), name)
+            self.assertEqual(set(), node.files(), name)
+            self.assertFalse(os.path.exists(os.path.join(
+                self.nodes.workdir, 'ocf', name, 'vip')), name)
+        with open(self.cib) as f:
+            cib = f.read()
+        self.assertIn('type="IPaddr2"', cib)     # the VIPs stay
+        self.assertNotIn('provider="tripleo-ipsec"', cib)

@@ -20,39 +20,59 @@ CONTROLLERS = ('overcloud-controller-0', 'overcloud-controller-1',
                'overcloud-controller-2')
 
 
+def unavailable():
+    """Why pcs cannot build a CIB here, or None."""
+    for tool in ('pcs', 'crm_verify', 'crm_simulate', 'cibadmin'):
+        if not shutil.which(tool):
+            return ('%s is not installed (apt-get install pcs '
+                    'pacemaker-cli-utils)' % tool)
+    if os.geteuid() != 0:
+        return 'needs root to install the agent for pcs'
+    return None
+
+
+def cluster_cib(test, path, vips):
+    """A CIB file of 3 controllers with THT's VIP resources.
+
+    The agent is installed where the package puts it: pcs checks a
+    resource's parameters against its metadata (left there; tests share it).
+    """
+    os.makedirs(os.path.dirname(INSTALLED), exist_ok=True)
+    tmp = '%s.%d' % (INSTALLED, os.getpid())
+    shutil.copy(AGENT, tmp)
+    os.rename(tmp, INSTALLED)
+    env = dict(os.environ, CIB_file=path)
+
+    def run_ok(args):
+        result = pluto.run(args, env=env)
+        test.assertEqual(0, result.returncode, '%s: %s' % (
+            ' '.join(args), result.stderr))
+        return result.stdout
+    with open(path, 'w') as f:
+        f.write(run_ok(['cibadmin', '--empty']))
+    run_ok(['pcs', '-f', path, 'property', 'set', 'stonith-enabled=false'])
+    for i, node in enumerate(CONTROLLERS, 1):
+        run_ok(['cibadmin', '-C', '-o', 'nodes', '-X',
+                '<node id="%d" uname="%s"/>' % (i, node)])
+    # the VIPs as THT's pacemaker profile creates them
+    for vip in vips:
+        run_ok(['pcs', '-f', path, 'resource', 'create',
+                names.vip_ip_resource(vip.address), 'ocf:heartbeat:IPaddr2',
+                'ip=%s' % vip.address, 'cidr_netmask=32', 'op', 'monitor',
+                'interval=10s'])
+
+
 class TestPacemakerPlan(base.TestCase):
 
     def setUp(self):
         super(TestPacemakerPlan, self).setUp()
-        for tool in ('pcs', 'crm_verify', 'crm_simulate', 'cibadmin'):
-            if not shutil.which(tool):
-                self.skipTest('%s is not installed (apt-get install pcs '
-                              'pacemaker-cli-utils)' % tool)
-        if os.geteuid() != 0:
-            self.skipTest('needs root to install the agent for pcs')
-        # pcs checks a resource's parameters against the installed agent's
-        # metadata: install it where the package puts it on a node
-        # (left there: tests run in parallel and share it)
-        os.makedirs(os.path.dirname(INSTALLED), exist_ok=True)
-        tmp = '%s.%d' % (INSTALLED, os.getpid())
-        shutil.copy(AGENT, tmp)
-        os.rename(tmp, INSTALLED)
+        why = unavailable()
+        if why:
+            self.skipTest(why)
         self.plan = base.make_plan(base.fixture_topology('stock'))
         self.cib = os.path.join(self.tempdir(), 'cib.xml')
         self.env = dict(os.environ, CIB_file=self.cib)
-        with open(self.cib, 'w') as f:
-            f.write(self.run_ok(['cibadmin', '--empty']))
-        self.run_ok(['pcs', '-f', self.cib, 'property', 'set',
-                     'stonith-enabled=false'])
-        for i, node in enumerate(CONTROLLERS, 1):
-            self.run_ok(['cibadmin', '-C', '-o', 'nodes', '-X',
-                         '<node id="%d" uname="%s"/>' % (i, node)])
-        # the VIPs as THT's pacemaker profile creates them
-        for vip in self.plan.vips:
-            self.run_ok(['pcs', '-f', self.cib, 'resource', 'create',
-                         names.vip_ip_resource(vip.address),
-                         'ocf:heartbeat:IPaddr2', 'ip=%s' % vip.address,
-                         'cidr_netmask=32', 'op', 'monitor', 'interval=10s'])
+        cluster_cib(self, self.cib, self.plan.vips)
 
     def run_ok(self, args):
         result = pluto.run(args, env=self.env)
@@ -66,7 +86,8 @@ class TestPacemakerPlan(base.TestCase):
             return f.read()
 
     def apply(self):
-        todo = pacemaker.missing(self.plan, self.cib_xml(), self.cib)
+        todo = pacemaker.missing(pacemaker.commands(self.plan.vips),
+                                 self.cib_xml(), self.cib)
         for argv in todo:
             self.run_ok(argv)
         return todo
@@ -81,8 +102,8 @@ class TestPacemakerPlan(base.TestCase):
         created = self.apply()
         self.assertEqual(3 * len(self.plan.vips), len(created))
         self.run_ok(['crm_verify', '-x', self.cib, '-V'])
-        self.assertEqual([], pacemaker.missing(self.plan, self.cib_xml(),
-                                               self.cib))
+        self.assertEqual([], pacemaker.missing(
+            pacemaker.commands(self.plan.vips), self.cib_xml(), self.cib))
 
     def test_agent_follows_its_vip(self):
         self.apply()

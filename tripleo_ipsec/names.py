@@ -11,6 +11,8 @@ PREFIX = 'tripleo'
 # Where a node's bundle lives, relative to the node's root.
 IPSEC_D = 'etc/ipsec.d'
 MANIFEST = 'etc/ipsec.d/tripleo-ipsec.manifest.json'
+# Beside the hosts' trees in a render output: the pcs commands for the VIPs.
+PACEMAKER_COMMANDS = 'pacemaker.json'
 
 # Our OCF resource agent: ocf:<provider>:<type>.
 OCF_PROVIDER = 'tripleo-ipsec'

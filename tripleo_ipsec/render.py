@@ -3,7 +3,8 @@
 ``OUT/<host>/etc/ipsec.d/tripleo-<network>.conf`` and ``.secrets`` hold a
 network's host-to-host conns and their keys; ``tripleo-vip-<vip>.conf`` and
 ``.secrets`` a VIP's conns; ``etc/ipsec.d/tripleo-ipsec.manifest.json`` lists
-every conn with a digest, so the node side can reconcile conn by conn.
+every conn with a digest, so the node side can reconcile conn by conn;
+``OUT/pacemaker.json`` holds the pcs commands for the VIPs' resources.
 Secrets files are 0600.  The whole output appears at once (rendered in a
 temporary directory beside OUT, then renamed), or not at all.
 """
@@ -18,6 +19,7 @@ import jinja2
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec import names
+from tripleo_ipsec import pacemaker
 from tripleo_ipsec import plan as plan_mod
 
 MARKER = '.tripleo-ipsec-output'
@@ -175,6 +177,9 @@ def write(the_plan, master_key, out):
         os.chmod(tmp, 0o755)
         with open(os.path.join(tmp, MARKER), 'w') as f:
             f.write('rendered by tripleo-ipsec; replaced on every render\n')
+        with open(os.path.join(tmp, names.PACEMAKER_COMMANDS), 'w') as f:
+            json.dump({'commands': pacemaker.commands(the_plan.vips)}, f,
+                      indent=1, sort_keys=True)
         derive = _Keys(master_key, the_plan.options['key_epoch'])
         for host in sorted(the_plan.hosts):
             files = host_files(the_plan, host, master_key, derive)
