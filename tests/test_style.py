@@ -119,6 +119,14 @@ class TestAnsible(testtools.TestCase):
         # nodes get nothing from pip: the standard library only
         self.assertEqual(['import os\n', 'import re\n', 'import subprocess\n',
                           'import tempfile\n'], imports)
+        link = os.path.join(os.path.dirname(link),
+                            'tripleo_ipsec_pacemaker.py')
+        self.assertEqual(os.path.realpath(link), os.path.join(
+            TOP, 'tripleo_ipsec', 'pacemaker.py'))
+        with open(link) as f:
+            imports = [line for line in f if line.startswith(
+                ('import ', 'from '))]
+        self.assertEqual(['import xml.etree.ElementTree as ET\n'], imports)
 
 
 class TestPackaging(testtools.TestCase):
@@ -145,6 +153,9 @@ class TestPackaging(testtools.TestCase):
                      'tripleo_ipsec/tasks/verify.yml',
                      'tripleo_ipsec/tasks/render.yml',
                      'tripleo_ipsec/library/tripleo_ipsec_render.py',
+                     'tripleo_ipsec/library/tripleo_ipsec_pacemaker.py',
+                     'tripleo_ipsec/module_utils/tripleo_ipsec_pacemaker.py',
+                     'tripleo_ipsec/files/ocf/vip',
                      'tripleo_ipsec/library/tripleo_ipsec_apply.py',
                      'tripleo_ipsec/library/tripleo_ipsec_verify.py',
                      'tripleo_ipsec/action_plugins/tripleo_ipsec_apply.py',
