@@ -73,6 +73,10 @@ def ocf_agent():
     return 'ocf:%s:%s' % (OCF_PROVIDER, OCF_TYPE)
 
 
-def firewall_rule(number, what, network, ip_version):
-    """A ``tripleo_firewall`` rule name: '<number> <what> <network> ipv<N>'."""
-    return '%d ipsec %s %s ipv%d' % (number, what, network, ip_version)
+def firewall_rule(number, what, scope):
+    """A ``tripleo_firewall`` rule name: '<number> ipsec <what> <scope>'.
+
+    The Heat service's own rules are '100 ipsec ike' and '101 ipsec esp';
+    the plan's add the network and its subnet (or IP version).
+    """
+    return '%d ipsec %s %s' % (number, what, scope)

@@ -121,9 +121,10 @@ def _firewall_rules(topology, networks):
                 common = {'ipversion': 'ipv%d' % fam}
                 if source is not None:
                     common['source'] = source
-                rules['100 ipsec ike %s' % label] = dict(
+                rules[names.firewall_rule(100, 'ike', label)] = dict(
                     common, proto='udp', dport=list(IKE_PORTS))
-                rules['101 ipsec esp %s' % label] = dict(common, proto='esp')
+                rules[names.firewall_rule(101, 'esp', label)] = dict(
+                    common, proto='esp')
     return rules
 
 

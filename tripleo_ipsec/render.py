@@ -118,7 +118,7 @@ def host_files(the_plan, host, master_key, derive=None):
                         if c.initiator and c.kind == plan_mod.HOST)
         if vip:
             vips[vip] = {
-                'network': conns[0].network,
+                'network': conns[0].network, 'file': '/' + conf,
                 'peer': [c.name for c in conns
                          if c.kind == plan_mod.VIP_PEER],
                 'holder': [c.name for c in conns
