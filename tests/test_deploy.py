@@ -178,6 +178,15 @@ class TestDeploy(base.TestCase):
                    .items()}
             self.assertEqual(before, {c: now[c] for c in before}, name)
 
+        # a --limit run renders again with the same key, touches no other
+        limited = self.deploy(outputs, steps.STEPS, '--limit',
+                              'undercloud,overcloud-controller-0')
+        self.assertEqual({'overcloud-controller-0'}, set(limited[APPLY]))
+        self.assertFalse([r for r in limited[RENDER]['undercloud']
+                          if r['changed']])
+        with open(self.key) as f:
+            self.assertEqual(key, f.read())
+
     def test_excluded_node_is_left_alone(self):
         excluded = 'overcloud-novacompute-1'
         outputs, topo = self.overcloud(2, blacklist=[excluded])
