@@ -105,13 +105,17 @@ class TestPacemakerPlan(base.TestCase):
         self.assertEqual([], pacemaker.missing(
             pacemaker.commands(self.plan.vips), self.cib_xml(), self.cib))
 
-    def test_agent_follows_its_vip(self):
+    def started(self):
+        """Apply, bring the controllers online: (CIB file, placement)."""
         self.apply()
         step = os.path.join(os.path.dirname(self.cib), 'step1.xml')
         online = [a for n in CONTROLLERS for a in ('-u', n)]
         self.run_ok(['crm_simulate', '-x', self.cib, '-q', 'true', '-S',
                      '-O', step] + online)
-        placed = self.placement(step)
+        return step, self.placement(step)
+
+    def test_agent_follows_its_vip(self):
+        step, placed = self.started()
         for vip in self.plan.vips:
             ip_res = names.vip_ip_resource(vip.address)
             ours = vip.resource['id']
@@ -140,12 +144,7 @@ class TestPacemakerPlan(base.TestCase):
         self.assertEqual(final[ip_res], final[ours])
 
     def test_scores_keep_it_off_nodes_without_the_vip(self):
-        self.apply()
-        step = os.path.join(os.path.dirname(self.cib), 'step1.xml')
-        online = [a for n in CONTROLLERS for a in ('-u', n)]
-        self.run_ok(['crm_simulate', '-x', self.cib, '-q', 'true', '-S',
-                     '-O', step] + online)
-        placed = self.placement(step)
+        step, placed = self.started()
         scores = self.run_ok(['crm_simulate', '-x', step, '--show-scores'])
         for vip in self.plan.vips:
             ours = vip.resource['id']
