@@ -4,9 +4,7 @@ config-download's playbook, and ansible-playbook runs it with
 tripleo-common's inventory: external tasks on the undercloud (this
 machine), node tasks on network-namespace nodes with their own pluto."""
 
-import logging
 import os
-import types
 
 import yaml
 
@@ -59,20 +57,11 @@ class TestDeploy(base.TestCase):
 
     def inventory(self, outputs, **extra):
         """config-download's inventory, pointed at the test nodes."""
-        from tripleo_common.inventory import TripleoInventory
-        stack = types.SimpleNamespace(outputs=synth.as_heat_list(outputs))
-        heat_client = types.SimpleNamespace(stacks=types.SimpleNamespace(
-            get=lambda name: stack,
-            environment=lambda name: {'parameter_defaults': {}}))
         path = os.path.join(self.work, 'tripleo-ansible-inventory.yaml')
-        previous = logging.root.manager.disable
-        logging.disable(logging.INFO)
-        try:
-            TripleoInventory(hclient=heat_client, plan_name='overcloud',
-                             ansible_ssh_user='tripleo-admin').\
+        with topology.quiet():
+            topology.tripleo_inventory(
+                outputs, ansible_ssh_user='tripleo-admin').\
                 write_static_inventory(path)
-        finally:
-            logging.disable(previous)
         with open(path) as f:
             inv = yaml.safe_load(f)
         connection = self.nodes.connection_vars()

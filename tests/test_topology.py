@@ -132,19 +132,9 @@ class TestFromInventory(base.TestCase):
     """config-download's saved inventory gives the same topology."""
 
     def _static_inventory(self, outputs):
-        import logging
-        import types
-
-        from tripleo_common.inventory import TripleoInventory
-        stack = types.SimpleNamespace(outputs=synth.as_heat_list(outputs))
-        heat = types.SimpleNamespace(stacks=types.SimpleNamespace(
-            get=lambda name: stack,
-            environment=lambda name: {'parameter_defaults': {}}))
         path = os.path.join(self.tempdir(), 'tripleo-ansible-inventory.yaml')
-        logging.disable(logging.INFO)
-        self.addCleanup(logging.disable, logging.NOTSET)
-        TripleoInventory(hclient=heat, plan_name='overcloud').\
-            write_static_inventory(path)
+        with topology.quiet():
+            topology.tripleo_inventory(outputs).write_static_inventory(path)
         return path
 
     def test_static_inventory_plus_net_vip_map(self):

@@ -8,6 +8,7 @@ tripleo-common, or that would make a broken mesh, are refused here with one
 clear line.
 """
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -184,8 +185,12 @@ def _check_outputs(outputs):
                         'ids for %d hosts' % (role, len(ids), len(names)))
 
 
-def inventory(outputs, plan='overcloud'):
-    """The Ansible inventory tripleo-common builds from these outputs."""
+def tripleo_inventory(outputs, plan='overcloud', **kwargs):
+    """tripleo-common's TripleoInventory over these outputs, offline.
+
+    It is given the outputs the way it asks python-heatclient for them;
+    ``kwargs`` go to TripleoInventory (e.g. ``ansible_ssh_user``).
+    """
     from tripleo_common.inventory import TripleoInventory
     _check_outputs(outputs)
     outputs = dict(outputs)
@@ -202,18 +207,31 @@ def inventory(outputs, plan='overcloud'):
     heat = types.SimpleNamespace(stacks=types.SimpleNamespace(
         get=lambda name: stack,
         environment=lambda name: {'parameter_defaults': {}}))
+    return TripleoInventory(hclient=heat, plan_name=plan,
+                            host_network=HOST_NETWORK, **kwargs)
+
+
+@contextlib.contextmanager
+def quiet():
+    """tripleo-common logs at INFO at import and on every run."""
     previous = logging.root.manager.disable
-    logging.disable(logging.INFO)    # tripleo-common logs at import and run
+    logging.disable(logging.INFO)
     try:
-        inv = TripleoInventory(hclient=heat, plan_name=plan,
-                               host_network=HOST_NETWORK)
-        data = inv.list(dynamic=True)
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def inventory(outputs, plan='overcloud'):
+    """The Ansible inventory tripleo-common builds from these outputs."""
+    inv = tripleo_inventory(outputs, plan)
+    try:
+        with quiet():
+            data = inv.list(dynamic=True)
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise Error('stack outputs: tripleo-common cannot build an '
                     'inventory from them (%s: %s)'
                     % (type(exc).__name__, exc))
-    finally:
-        logging.disable(previous)
     # ansible-core >= 2.19 wants a list of hosts, not a mapping
     excluded = data.get('excluded_overcloud', {})
     excluded['hosts'] = sorted(excluded.get('hosts') or [])
@@ -395,9 +413,10 @@ def from_inventory(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
 
     vips = []
     vip_map = dict(_inventory_vips(inv), **(vip_map or {}))
-    for name in sorted(set(vip_networks) - set(vip_map)):
+    unknown = sorted(set(vip_networks) - set(vip_map))
+    if unknown:
         raise Error('vip_networks: VIP %s is not in the stack\'s VipMap'
-                    % name)
+                    % unknown[0])
     for name, text in sorted(vip_map.items()):
         if not text:
             continue
