@@ -83,7 +83,7 @@ class _Keys(object):
 def host_files(the_plan, host, master_key, derive=None):
     """The files of one host: {relative path: (text, mode)}.
 
-    The manifest lists every file with its digest, every conn with a digest
+    The manifest lists every file with its mode, every conn with a digest
     of what pluto would load for it (its stanza, the shared section it
     includes and the key epoch), the conns this end initiates, and each
     VIP's conns; the node side reconciles from it.
@@ -125,9 +125,8 @@ def host_files(the_plan, host, master_key, derive=None):
                            if c.kind == plan_mod.VIP_HOLDER]}
     manifest = {
         'version': 1, 'host': host, 'key_epoch': epoch,
-        'files': {'/' + path: {'mode': '%04o' % mode,
-                               'sha256': sha256(text.encode()).hexdigest()}
-                  for path, (text, mode) in files.items()},
+        'files': {'/' + path: '%04o' % mode
+                  for path, (_, mode) in files.items()},
         'conns': digests, 'initiate': initiate, 'vips': vips}
     files[names.MANIFEST] = (json.dumps(
         manifest, sort_keys=True, separators=(',', ':')) + '\n', 0o644)
