@@ -85,8 +85,9 @@ def host_files(the_plan, host, master_key, derive=None):
 
     The manifest lists every file with its mode, every conn with a digest
     of what pluto would load for it (its stanza, the shared section it
-    includes and the key epoch), the conns this end initiates, and each
-    VIP's conns; the node side reconciles from it.
+    includes and the key epoch), the conns this end initiates, each VIP's
+    conns and the networks this host protects; the node side reconciles
+    and verifies from it.
     """
     opts = the_plan.options
     epoch = opts['key_epoch']
@@ -98,7 +99,7 @@ def host_files(the_plan, host, master_key, derive=None):
     derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
-    files, digests, initiate, vips = {}, {}, [], {}
+    files, digests, initiate, vips, networks = {}, {}, [], {}, set()
     sha256 = hashlib.sha256
     for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
@@ -114,6 +115,7 @@ def host_files(the_plan, host, master_key, derive=None):
         for conn, stanza in zip(conns, stanzas[2:]):
             digests[conn.name] = sha256(
                 (shared + stanza).encode()).hexdigest()[:16]
+        networks.update(c.network for c in conns)
         initiate.extend(c.name for c in conns
                         if c.initiator and c.kind == plan_mod.HOST)
         if vip:
@@ -127,7 +129,8 @@ def host_files(the_plan, host, master_key, derive=None):
         'version': 1, 'host': host, 'key_epoch': epoch,
         'files': {'/' + path: '%04o' % mode
                   for path, (_, mode) in files.items()},
-        'conns': digests, 'initiate': initiate, 'vips': vips}
+        'conns': digests, 'initiate': initiate, 'vips': vips,
+        'networks': sorted(networks)}
     files[names.MANIFEST] = (json.dumps(
         manifest, sort_keys=True, separators=(',', ':')) + '\n', 0o644)
     return files
