@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -220,16 +221,44 @@ class Overcloud(object):
                 return network.prefixlen
         raise ValueError('%s is in none of %s' % (address, net))
 
-    def start_pluto(self, name):
+    def start_pluto(self, name, config=None, secrets=None, timeout=60):
+        """Start NAME's pluto as the ipsec service would.
+
+        Returns once it listens for IKE on every address of the node.
+        """
         node = self.nodes[name]
-        # what the ipsec service does: one pluto, its config and secrets
         self.guest.run(
-            [os.path.join(LIBEXEC, 'pluto'), '--config', '/etc/ipsec.conf',
-             '--secretsfile', '/etc/ipsec.secrets', '--nssdir',
+            [os.path.join(LIBEXEC, 'pluto'), '--config',
+             config or '/etc/ipsec.conf', '--secretsfile',
+             secrets or '/etc/ipsec.secrets', '--nssdir',
              '/etc/ipsec.d', '--rundir', node['rundir'], '--logfile',
              os.path.join(self.work, 'logs', 'pluto-%s.log' % name)],
             netns=node['netns'])
-        self.whack(name, '--status')
+        host = next(h for h in self.topology.hosts if h.name == name)
+        want = {('[%s]:500' if ':' in a else '%s:500') % a
+                for a in host.addresses.values()}
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.whack(name, '--status', check=False).stdout
+            listening = {line.split()[-1] for line in out.splitlines()
+                         if line.startswith('000 interface ')}
+            if want <= listening:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError('pluto of %s does not listen on %s'
+                                   % (name, sorted(want - listening)))
+            time.sleep(0.05)
+
+    def stop_pluto(self, name, timeout=30):
+        node = self.nodes[name]
+        self.whack(name, '--shutdown', check=False)
+        pidfile = os.path.join(node['rundir'], 'pluto.pid')
+        deadline = time.monotonic() + timeout
+        while self.guest.run(['test', '-e', pidfile], check=False).\
+                returncode == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError('pluto of %s did not stop' % name)
+            time.sleep(0.05)
 
     def whack(self, name, *args, check=True, timeout=60):
         node = self.nodes[name]

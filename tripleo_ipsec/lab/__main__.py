@@ -1,0 +1,32 @@
+"""python -m tripleo_ipsec.lab: run the lab scenario, print a summary."""
+
+import argparse
+import os
+import sys
+import time
+
+from tripleo_ipsec.lab import run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m tripleo_ipsec.lab',
+        description='Deploy tripleo-ipsec on a simulated overcloud in a '
+                    'User-Mode-Linux guest and prove it on the wire.')
+    parser.add_argument('--out', default=os.path.join(
+        '/var/tmp/tripleo-ipsec-lab', time.strftime('%Y%m%d-%H%M%S')),
+        help='output directory (report.json, pcaps, logs)')
+    parser.add_argument('--controllers', type=int, default=3)
+    parser.add_argument('--computes', type=int, default=2)
+    parser.add_argument('--timeout', type=int, default=1200,
+                        help='the guest is killed after this many seconds')
+    args = parser.parse_args(argv)
+    if os.path.exists(os.path.join(args.out, 'report.json')):
+        parser.error('%s already holds a report' % args.out)
+    report = run.Lab(args.out, args.controllers, args.computes,
+                     args.timeout).run()
+    return 0 if report['ok'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

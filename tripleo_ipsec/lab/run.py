@@ -1,0 +1,416 @@
+"""The lab's scenario: deploy, prove, rerun, scale out, measure.
+
+``run(work)`` boots the guest, deploys tripleo-ipsec on the simulated
+overcloud through the real path and proves it on the wire; every phase
+prints one progress line, and everything it saw goes into
+``WORK/report.json`` (with the pcaps, pluto logs and playbook output next
+to it).  ``report['ok']`` is true only when every check holds.
+"""
+
+import concurrent.futures
+import json
+import os
+import re
+import sys
+import time
+
+from tripleo_ipsec.lab import guest as guest_mod
+from tripleo_ipsec.lab import overcloud
+from tripleo_ipsec import plan
+from tripleo_ipsec import wire
+
+TOP = overcloud.TOP
+VERIFY_PLAYBOOK = os.path.join(TOP, 'playbooks', 'tripleo-ipsec-verify.yaml')
+TRAFFIC = re.compile(r'#(\d+): "([^"]+)"')
+LEGACY_PSK = 'tripleo-ipsec-lab-legacy-psk-not-a-secret-0123456789'
+
+
+class Lab(object):
+
+    def __init__(self, work, controllers=3, computes=2, timeout=1200,
+                 out=sys.stdout):
+        self.work = os.path.abspath(work)
+        self.controllers = controllers
+        self.computes = computes
+        self.timeout = timeout
+        self.out = out
+        self.report = {'work': self.work, 'phases': [], 'checks': []}
+        self.guest = None
+        self.oc = None
+        self._t0 = time.monotonic()
+        os.makedirs(os.path.join(self.work, 'pcap'), exist_ok=True)
+
+    # -- report -----------------------------------------------------------
+    def say(self, text):
+        self.out.write('[%6.1fs] %s\n' % (time.monotonic() - self._t0, text))
+        self.out.flush()
+
+    def check(self, name, ok, **detail):
+        self.report['checks'].append(dict(name=name, ok=bool(ok), **detail))
+        self.say('  %s %s%s' % ('PASS' if ok else 'FAIL', name,
+                                '' if ok else ' %s' % json.dumps(detail)))
+        return ok
+
+    def phase(self, name, func, *args):
+        self.say('%s ...' % name)
+        start = time.monotonic()
+        result = func(*args)
+        seconds = round(time.monotonic() - start, 2)
+        self.report['phases'].append({'name': name, 'seconds': seconds})
+        self.say('%s done in %.1f s' % (name, seconds))
+        return result
+
+    def save(self):
+        self.report['ok'] = bool(self.report['checks']) and all(
+            c['ok'] for c in self.report['checks'])
+        self.report['seconds'] = round(time.monotonic() - self._t0, 1)
+        path = os.path.join(self.work, 'report.json')
+        with open(path + '.tmp', 'w') as f:
+            json.dump(self.report, f, indent=1, sort_keys=True)
+        os.rename(path + '.tmp', path)
+        return path
+
+    # -- helpers ----------------------------------------------------------
+    def parallel(self, func, items):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return dict(zip(items, pool.map(func, items)))
+
+    def sas(self, name):
+        """{conn name: newest child SA serial} on node NAME."""
+        out = self.oc.whack(name, '--trafficstatus', check=False).stdout
+        result = {}
+        for serial, conn in TRAFFIC.findall(out):
+            result[conn] = max(int(serial), result.get(conn, 0))
+        return result
+
+    def all_sas(self):
+        return self.parallel(self.sas, sorted(self.oc.nodes))
+
+    def expected(self, name):
+        return {c.name for c in self.oc.plan.hosts[name].conns
+                if c.kind == plan.HOST}
+
+    def capture(self, tag, networks=None):
+        """Start tcpdump on every network's bridge; {network: (pid, pcap)}."""
+        caps = {}
+        for net in sorted(networks or self.oc.bridges):
+            pcap = os.path.join(self.work, 'pcap', '%s-%s.pcap' % (tag, net))
+            log = pcap + '.log'
+            pid = self.guest.spawn(['/bin/sh', '-c', 'exec tcpdump -i %s -nn '
+                                    '-U -s 512 -w %s 2> %s' % (
+                                        self.oc.bridges[net], pcap, log)])
+            caps[net] = (pid, pcap)
+        for net, (pid, pcap) in caps.items():
+            for _ in range(300):
+                if not self.guest.run(['grep', '-q', 'listening on',
+                                       pcap + '.log'], check=False).\
+                        returncode:
+                    break
+                time.sleep(0.05)
+        return caps
+
+    def analyse(self, caps):
+        """Stop the captures; {network: {packets, cleartext, marker}}."""
+        for pid, _ in caps.values():
+            self.guest.signal(pid, 2)
+        for pid, _ in caps.values():
+            self.guest.wait(pid, 30)
+        self.guest.run(['sync'])
+        return {net: wire.analyse(pcap) for net, (_, pcap) in caps.items()}
+
+    def wire_checks(self, tag, seen, marker_expected=True):
+        protected = self.oc.protected()
+        for net, counts in sorted(seen.items()):
+            if net in protected:
+                self.check('%s: only ESP on %s' % (tag, net),
+                           counts['cleartext'] == 0 and counts['marker'] == 0
+                           and counts['packets'] > 0, **counts)
+            elif marker_expected:
+                self.check('%s: cleartext seen on unprotected %s' % (tag, net),
+                           counts['marker'] > 0, **counts)
+
+    def traffic(self, among=None):
+        """Pings with the marker, every node to every protected peer.
+
+        AMONG limits the nodes that send and receive.  Returns the pids to
+        stop.
+        """
+        hexmark = wire.MARKER.hex()
+        among = set(among or self.oc.nodes)
+        pids = []
+        for host in self.oc.topology.hosts:
+            if host.name not in among:
+                continue
+            targets = [p.addresses[net] for net in self.oc.protected()
+                       if net in host.addresses
+                       for p in self.oc.topology.members(net)
+                       if p != host and p.name in among]
+            if not targets:
+                continue
+            script = ' '.join('ping -q -n -i 0.2 -p %s %s >/dev/null &'
+                              % (hexmark, a) for a in targets) + ' wait'
+            pids.append(self.guest.spawn(['/bin/sh', '-c', script],
+                                         netns=host.name))
+        return pids
+
+    def stop_traffic(self, pids):
+        for pid in pids:
+            self.guest.signal(pid, 15)
+        for pid in pids:
+            self.guest.wait(pid, 30)
+
+    def deploy(self, tag, *args):
+        rc, stats, data = self.oc.deploy(*args)
+        with open(os.path.join(self.work, 'deploy-%s.json' % tag), 'w') as f:
+            json.dump(data, f, indent=1)
+        self.check('%s: ansible-playbook succeeded' % tag,
+                   rc == 0 and not overcloud.failures(data), rc=rc,
+                   failures=overcloud.failures(data))
+        return stats, data
+
+    # -- phases -----------------------------------------------------------
+    def boot(self):
+        self.guest = guest_mod.Guest(self.work, timeout=self.timeout).boot()
+        self.report['guest_boot_ms'] = self.guest.boot_ms
+
+    def build(self):
+        self.oc = overcloud.Overcloud(self.guest, self.work,
+                                      self.controllers, self.computes)
+        self.oc.build()
+        self.report['nodes'] = sorted(self.oc.nodes)
+        self.report['networks'] = {
+            'protected': self.oc.protected(),
+            'unprotected': sorted(set(self.oc.networks) -
+                                  set(self.oc.protected()))}
+        self.report['vips'] = self.oc.outputs['VipMap']
+
+    def first_deploy(self):
+        self.deploy('deploy')
+        self.report['sas'] = self.all_sas()
+        missing = {n: sorted(self.expected(n) - set(sas))
+                   for n, sas in self.report['sas'].items()}
+        count = sum(len(self.expected(n)) for n in self.oc.nodes)
+        self.report['expected_child_sas'] = count
+        self.check('every expected pair x network has a Child SA',
+                   not any(missing.values()), expected=count,
+                   missing={n: m for n, m in missing.items() if m})
+
+    def prove(self):
+        """The shared verification playbook, with bridge captures."""
+        caps = self.capture('verify')
+        rc, stats, data = overcloud.run_playbook(
+            VERIFY_PLAYBOOK, self.oc.inventory(), self.work,
+            '-e', 'tripleo_ipsec_probe_dir=%s/probe/{{ inventory_hostname }}'
+            % self.work)
+        seen = self.analyse(caps)
+        with open(os.path.join(self.work, 'verify-playbook.json'), 'w') as f:
+            json.dump(data, f, indent=1)
+        results = overcloud.by_task(data)
+        verified = results.get('Check every expected conn has an IPsec SA',
+                               {})
+        probed = results.get('Count cleartext on each network', {})
+        self.report['verify'] = {
+            h: {k: r[0].get(k) for k in ('expected', 'established',
+                                         'missing')}
+            for h, r in verified.items()}
+        self.report['probe'] = {h: r[0].get('networks')
+                                for h, r in probed.items()}
+        self.report['capture'] = seen
+        self.check('verify playbook passed on every node',
+                   rc == 0 and not overcloud.failures(data) and
+                   set(verified) == set(self.oc.nodes) and
+                   set(probed) == set(self.oc.nodes),
+                   rc=rc, failures=overcloud.failures(data))
+        self.wire_checks('verify', seen)
+
+    def rerun(self):
+        before = self.all_sas()
+        caps = self.capture('rerun', self.oc.protected())
+        pids = self.traffic()
+        stats, data = self.deploy('rerun')
+        self.stop_traffic(pids)
+        seen = self.analyse(caps)
+        after = self.all_sas()
+        changed = {h: s['changed'] for h, s in stats.items()}
+        self.report['rerun'] = {'changed': changed, 'capture': seen}
+        self.check('rerun: changed=0 on every node',
+                   not any(changed.values()), changed=changed)
+        self.check('rerun: SA serials unchanged', before == after)
+        self.wire_checks('rerun', seen, marker_expected=False)
+
+    def scale_out(self):
+        before = self.all_sas()
+        self.oc.computes += 1
+        self.oc.refresh()
+        new = self.oc.build()
+        # the deployed nodes talk all through the scale-out deploy; the new
+        # node has no conns before it, so it talks once it is deployed
+        caps = self.capture('scale-out', self.oc.protected())
+        pids = self.traffic(before)
+        self.deploy('scale-out')
+        self.stop_traffic(pids)
+        pids = self.traffic()
+        time.sleep(2)
+        self.stop_traffic(pids)
+        seen = self.analyse(caps)
+        after = self.all_sas()
+        missing = {n: sorted(self.expected(n) - set(after[n]))
+                   for n in self.oc.nodes}
+        renegotiated = {n: sorted(c for c, s in sas.items()
+                                  if after[n].get(c) != s)
+                        for n, sas in before.items()}
+        self.report['scale_out'] = {'new': new, 'capture': seen,
+                                    'renegotiated': renegotiated}
+        self.check('scale-out: %s has tunnels to all its peers' % new[0],
+                   not missing[new[0]] and after[new[0]],
+                   missing=missing[new[0]], sas=len(after[new[0]]))
+        self.check('scale-out: every node has all its Child SAs',
+                   not any(missing.values()),
+                   missing={n: m for n, m in missing.items() if m})
+        self.check('scale-out: no other SA renegotiated',
+                   not any(renegotiated.values()),
+                   renegotiated={n: m for n, m in renegotiated.items() if m})
+        self.wire_checks('scale-out', seen, marker_expected=False)
+
+    # -- bring-up time: ours against tripleo-ipsec's style ---------------
+    def restart_plutos(self, config=None, secrets=None):
+        names = sorted(self.oc.nodes)
+        self.parallel(self.oc.stop_pluto, names)
+
+        def start(name):
+            self.oc.start_pluto(name, config, secrets)
+        start_at = time.monotonic()
+        self.parallel(start, names)
+        return start_at
+
+    def wait_up(self, expected, start_at, limit=120):
+        while time.monotonic() - start_at < limit:
+            sas = self.all_sas()
+            if all(expected[n] <= set(sas[n]) for n in expected):
+                return int((time.monotonic() - start_at) * 1000)
+            time.sleep(0.1)
+        return None
+
+    def legacy_files(self):
+        """Write tripleo-ipsec's style of host-to-host conns.
+
+        Tunnel mode, addresses as ids, one PSK, auto=start on both ends,
+        the default _updown; our proposals, so crypto is not the
+        difference.  Returns {node: expected conn names}.
+        """
+        opts = self.oc.plan.options
+        expected = {}
+        for host in self.oc.topology.hosts:
+            lines = ['config setup', '\tuniqueids=no', '']
+            expected[host.name] = set()
+            for net in self.oc.protected():
+                if net not in host.addresses:
+                    continue
+                for i, peer in enumerate(self.oc.topology.members(net)):
+                    if peer == host:
+                        continue
+                    name = 'overcloud-private-node-to-node-%s-ip-%d' % (
+                        net, i)
+                    expected[host.name].add(name)
+                    lines += ['conn %s' % name,
+                              '\tleft=%s' % host.addresses[net],
+                              '\tleftid=%s' % host.addresses[net],
+                              '\tright=%s' % peer.addresses[net],
+                              '\trightid=%s' % peer.addresses[net],
+                              '\tauthby=secret', '\ttype=tunnel',
+                              '\tike=%s' % opts['ike'],
+                              '\tesp=%s' % opts['esp'],
+                              '\tretransmit-timeout=2s',
+                              '\tfailureshunt=drop', '\tauto=start', '']
+            etc = '/etc/netns/%s/ipsec.d/legacy' % host.name
+            self.guest.run(['sh', '-c', 'mkdir -p %s && cat > %s/ipsec.conf '
+                            '&& printf \'%%s\\n\' \': PSK "%s"\' > '
+                            '%s/ipsec.secrets && chmod 600 %s/ipsec.secrets'
+                            % (etc, etc, LEGACY_PSK, etc, etc)],
+                           stdin='\n'.join(lines) + '\n')
+        return expected
+
+    def bring_up(self):
+        ours = {n: self.expected(n) for n in self.oc.nodes}
+        initiators = {n: [c.name for c in self.oc.plan.hosts[n].conns
+                          if c.kind == plan.HOST and c.initiator]
+                      for n in self.oc.nodes}
+        start_at = self.restart_plutos()
+        initiate_at = time.monotonic()
+
+        def initiate(name):
+            self.guest.run(['sh', '-c', ' '.join(
+                '%s --ctlsocket %s --name %s --initiate --asynchronous '
+                '>/dev/null;' % (os.path.join(overcloud.LIBEXEC, 'whack'),
+                                 self.oc.nodes[name]['ctlsocket'], c)
+                for c in initiators[name]) or 'true'],
+                netns=self.oc.nodes[name]['netns'])
+        self.parallel(initiate, sorted(self.oc.nodes))
+        ours_ms = self.wait_up(ours, start_at)
+        from_initiate = int((time.monotonic() - initiate_at) * 1000)
+        legacy = self.legacy_files()
+        start_at = self.restart_plutos('/etc/ipsec.d/legacy/ipsec.conf',
+                                       '/etc/ipsec.d/legacy/ipsec.secrets')
+        legacy_ms = self.wait_up(legacy, start_at)
+        ratio = (round(ours_ms / legacy_ms, 3)
+                 if ours_ms and legacy_ms else None)
+        self.report['bring_up'] = {
+            'child_sas': sum(len(c) for c in ours.values()) // 2,
+            # from launching every node's pluto to every Child SA up;
+            # theirs initiate as they load (auto=start), ours once every
+            # pluto listens, as the role's task order gives
+            'ours_ms': ours_ms, 'tripleo_ipsec_style_ms': legacy_ms,
+            'ours_from_first_initiate_ms': from_initiate,
+            'ratio': ratio}
+        self.check('bring-up: ours at most half of tripleo-ipsec style',
+                   ratio is not None and ratio <= 0.5,
+                   **self.report['bring_up'])
+        # back to ours
+        self.restart_plutos()
+        self.parallel(initiate, sorted(self.oc.nodes))
+        self.wait_up(ours, time.monotonic())
+
+    def iperf(self):
+        a, b = [h for h in self.oc.topology.hosts if h.vip_holder][:2]
+        protected = 'internal_api'
+        clear = next(n for n in ('tenant', 'external')
+                     if n in a.addresses and n in b.addresses)
+        server = self.guest.spawn(['iperf3', '-s'], netns=b.name)
+        time.sleep(1)
+        result = {}
+        for tag, net in (('esp', protected), ('plaintext', clear)):
+            out = self.guest.run(['iperf3', '-c', b.addresses[net], '-t',
+                                  '3', '-J'], netns=a.name, timeout=60)
+            data = json.loads(out.stdout)
+            result[tag] = {'network': net, 'mbit_s': round(
+                data['end']['sum_received']['bits_per_second'] / 1e6, 1)}
+        self.guest.signal(server, 15)
+        self.guest.wait(server)
+        result['esp_over_plaintext'] = round(
+            result['esp']['mbit_s'] / result['plaintext']['mbit_s'], 3)
+        self.report['iperf3'] = result
+        self.check('iperf3 over ESP', result['esp']['mbit_s'] > 0, **result)
+
+    # -- the whole run ----------------------------------------------------
+    def run(self):
+        try:
+            self.phase('boot the guest', self.boot)
+            self.phase('build %d controllers + %d computes'
+                       % (self.controllers, self.computes), self.build)
+            self.phase('deploy', self.first_deploy)
+            self.phase('verify playbook + capture', self.prove)
+            self.phase('rerun the deploy', self.rerun)
+            self.phase('scale out by one compute', self.scale_out)
+            self.phase('bring-up time, ours vs tripleo-ipsec style',
+                       self.bring_up)
+            self.phase('iperf3', self.iperf)
+        except Exception as e:
+            self.check('the lab ran to the end', False,
+                       error='%s: %s' % (type(e).__name__, e))
+        finally:
+            if self.guest:
+                self.guest.close()
+        path = self.save()
+        verdict = 'PASS' if self.report['ok'] else 'FAIL'
+        self.say('report: %s (%s)' % (path, verdict))
+        return self.report
