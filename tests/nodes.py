@@ -10,12 +10,12 @@ control socket.  The namespaces have only ``lo``: nothing leaves them.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
 
 from tests import pluto
+from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import libreswan
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,27 +142,8 @@ class Nodes(object):
 
     def run(self, playbook, inventory, *args):
         """ansible-playbook -i INVENTORY PLAYBOOK ARGS, as above."""
-        env = dict(os.environ, ANSIBLE_ROLES_PATH=ROLES,
-                   ANSIBLE_STDOUT_CALLBACK='tripleo_ipsec_json',
-                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(
-                       TOP, 'tests', 'callback_plugins'),
-                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'ansible'),
-                   ANSIBLE_REMOTE_TEMP=os.path.join(self.workdir, 'remote'),
-                   ANSIBLE_NOCOLOR='1', ANSIBLE_HOST_KEY_CHECKING='0',
-                   ANSIBLE_PYTHON_INTERPRETER='auto_silent')
-        bin_dir = os.path.dirname(sys.executable)
-        result = subprocess.run(
-            [os.path.join(bin_dir, 'ansible-playbook'), '-i', inventory,
-             '-f', '10', playbook]
-            + list(args), capture_output=True, text=True, env=env,
-            cwd=TOP, timeout=600)
-        try:
-            data = json.loads(result.stdout)
-        except ValueError:
-            raise RuntimeError('ansible-playbook: rc %d: %s %s'
-                               % (result.returncode, result.stdout[-2000:],
-                                  result.stderr[-2000:]))
-        return result.returncode, data['stats'], data
+        return overcloud.run_playbook(playbook, inventory, self.workdir,
+                                      *args, timeout=600)
 
     def stop(self):
         for node in self.nodes.values():

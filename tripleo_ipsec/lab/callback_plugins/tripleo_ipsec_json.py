@@ -5,6 +5,7 @@
 """
 
 import json
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -27,11 +28,14 @@ class CallbackModule(CallbackBase):
         self.tasks = []
 
     def v2_playbook_on_task_start(self, task, is_conditional):
-        self.tasks.append({'name': task.get_name(), 'hosts': {}})
+        self.tasks.append({'name': task.get_name(), 'hosts': {},
+                           'start': time.monotonic()})
 
     def _record(self, result, **flags):
         data = dict(result._result)
         data.update(flags)
+        self.tasks[-1]['seconds'] = round(
+            time.monotonic() - self.tasks[-1]['start'], 3)
         self.tasks[-1]['hosts'][result._host.get_name()] = data
 
     def v2_runner_on_ok(self, result):

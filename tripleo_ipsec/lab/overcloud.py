@@ -1,0 +1,287 @@
+"""A simulated overcloud in the lab guest, deployed through the real path.
+
+Lab topology -> stack outputs as Heat gives them (``synth``) ->
+tripleo-common's inventory -> Heat's engine resolves ``role_data`` from
+``environments/ipsec.yaml`` (``heat``) -> config-download's step playbook
+(``steps``) -> ansible-playbook: external tasks on the undercloud (this
+machine, where the Python-heavy rendering runs), node tasks on the lab's
+nodes (network namespaces in the guest, reached through ``guest.py``).
+
+Every network is a bridge in the guest; every node is a namespace with one
+interface per network, its own /etc (``/etc/netns/<node>``) and its own
+pluto.  The controllers' cluster is a CIB file the deploy's pcs task edits.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from tripleo_ipsec import heat
+from tripleo_ipsec import names
+from tripleo_ipsec import options
+from tripleo_ipsec import plan
+from tripleo_ipsec import steps
+from tripleo_ipsec import synth
+from tripleo_ipsec import topology
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+ROLES = os.path.join(TOP, 'ansible', 'roles')
+OCF_DIR = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER)
+AGENT = os.path.join(ROLES, 'tripleo_ipsec', 'files', 'ocf', names.OCF_TYPE)
+LIBEXEC = '/usr/libexec/ipsec'
+MODULES = ('bridge', 'veth', 'ipv6', 'af_packet', 'xfrm_user', 'xfrm_algo',
+           'esp4', 'esp6', 'xfrm4_tunnel', 'xfrm6_tunnel', 'tunnel4',
+           'tunnel6', 'aead', 'gcm', 'ghash_generic', 'ctr', 'seqiv',
+           'echainiv', 'authenc')
+
+
+def run_playbook(playbook, inventory, work, *args, timeout=1200):
+    """ansible-playbook with a JSON summary; returns (rc, stats, data)."""
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=ROLES,
+               ANSIBLE_STDOUT_CALLBACK='tripleo_ipsec_json',
+               ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, 'callback_plugins'),
+               ANSIBLE_LOCAL_TEMP=os.path.join(work, 'ansible', 'local'),
+               ANSIBLE_REMOTE_TEMP=os.path.join(work, 'ansible', 'remote'),
+               ANSIBLE_PIPELINING='True', ANSIBLE_NOCOLOR='1',
+               ANSIBLE_HOST_KEY_CHECKING='0',
+               ANSIBLE_PYTHON_INTERPRETER='auto_silent')
+    bin_dir = os.path.dirname(sys.executable)
+    result = subprocess.run(
+        [os.path.join(bin_dir, 'ansible-playbook'), '-i', inventory,
+         '-f', '20', playbook] + list(args),
+        capture_output=True, text=True, env=env, cwd=TOP, timeout=timeout)
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        raise RuntimeError('ansible-playbook: rc %d: %s %s'
+                           % (result.returncode, result.stdout[-2000:],
+                              result.stderr[-2000:]))
+    return result.returncode, data['stats'], data
+
+
+def by_task(data):
+    """{task name: {host: [results]}} of the tasks that ran."""
+    results = {}
+    for task in data['tasks']:
+        for host, result in task['hosts'].items():
+            if not result.get('skipped'):
+                results.setdefault(task['name'].split(' : ')[-1], {}) \
+                    .setdefault(host, []).append(result)
+    return results
+
+
+def failures(data):
+    return [(t['name'], h, r.get('msg')) for t in data['tasks']
+            for h, r in t['hosts'].items() if r.get('failed')]
+
+
+def make_cib(path, vips, controllers, env=None):
+    """A CIB file of the controllers with THT's IPaddr2 VIP resources."""
+    env = dict(env or os.environ, CIB_file=path)
+
+    def run_ok(args):
+        result = subprocess.run(args, capture_output=True, text=True, env=env,
+                                timeout=120)
+        if result.returncode:
+            raise RuntimeError('%s: %s' % (' '.join(args), result.stderr))
+        return result.stdout
+    with open(path, 'w') as f:
+        f.write(run_ok(['cibadmin', '--empty']))
+    run_ok(['pcs', '-f', path, 'property', 'set', 'stonith-enabled=false'])
+    for i, node in enumerate(controllers, 1):
+        run_ok(['cibadmin', '-C', '-o', 'nodes', '-X',
+                '<node id="%d" uname="%s"/>' % (i, node)])
+    for vip in vips:
+        run_ok(['pcs', '-f', path, 'resource', 'create',
+                names.vip_ip_resource(vip.address), 'ocf:heartbeat:IPaddr2',
+                'ip=%s' % vip.address, 'cidr_netmask=32', 'op', 'monitor',
+                'interval=10s'])
+
+
+def install_agent():
+    """Install the OCF agent where the package puts it.
+
+    pcs reads its metadata to check parameters.  The guest sees it, too.
+    """
+    os.makedirs(OCF_DIR, exist_ok=True)
+    tmp = '%s.%d' % (os.path.join(OCF_DIR, names.OCF_TYPE), os.getpid())
+    shutil.copy(AGENT, tmp)
+    os.rename(tmp, os.path.join(OCF_DIR, names.OCF_TYPE))
+
+
+class Overcloud(object):
+    """The lab's overcloud: nodes in GUEST, deployed with Ansible."""
+
+    def __init__(self, guest, work, controllers=3, computes=2,
+                 networks=None, opts=None):
+        self.guest = guest
+        self.work = work
+        self.controllers = controllers
+        self.computes = computes
+        self.networks = dict(networks or synth.DEFAULT_NETWORKS)
+        self.opts = opts or options.Options()
+        self.nodes = {}            # name -> {netns, ctlsocket, python}
+        self.bridges = {}          # network -> bridge in the guest
+        self.role_data = heat.role_data()
+        self.cib = os.path.join(work, 'cib.xml')
+        for sub in ('bin', 'logs', 'ansible'):
+            os.makedirs(os.path.join(work, sub), exist_ok=True)
+        self.refresh()
+
+    # -- what Heat would say ----------------------------------------------
+    def refresh(self):
+        self.outputs = synth.stack_outputs(
+            [synth.controller(self.controllers),
+             synth.compute(self.computes)], self.networks)
+        self.topology = topology.build(self.outputs, self.net_cidr_map())
+        self.plan = plan.build(self.topology, self.opts)
+
+    def net_cidr_map(self):
+        return synth.net_cidr_map(self.networks)
+
+    def protected(self):
+        """The networks tripleo-ipsec encrypts."""
+        return sorted(n for n in self.networks
+                      if n not in self.opts.skip_networks)
+
+    # -- the guest side ---------------------------------------------------
+    def _script(self, lines, timeout=300):
+        return self.guest.run(['/bin/sh', '-ec', '\n'.join(lines)],
+                              timeout=timeout)
+
+    def build(self):
+        """Bridges, nodes and plutos for every host not built yet."""
+        lines = []
+        if not self.bridges:
+            lines.append('modprobe -a %s' % ' '.join(MODULES))
+            # instantiate the GCM template once, so the first SA does not
+            # wait for the kernel's crypto module look-ups
+            lines.append("ip xfrm state add src 127.0.0.1 dst 127.0.0.2 "
+                         "proto esp spi 0x1 mode tunnel aead "
+                         "'rfc4106(gcm(aes))' "
+                         "0x0102030405060708091011121314151617181920 128")
+            lines.append('ip xfrm state flush')
+        for i, net in enumerate(sorted(self.networks)):
+            if net in self.bridges:
+                continue
+            self.bridges[net] = 'labbr%d' % i
+            lines.append('ip link add %s type bridge' % self.bridges[net])
+            lines.append('ip link set %s up' % self.bridges[net])
+        new = [h for h in self.topology.hosts if h.name not in self.nodes]
+        for host in new:
+            index = len(self.nodes)
+            ns = host.name
+            rundir = '/run/pluto-%s' % ns
+            etc = '/etc/netns/%s' % ns
+            self.nodes[host.name] = {
+                'netns': ns, 'rundir': rundir,
+                'ctlsocket': os.path.join(rundir, 'pluto.ctl'),
+                'python': self.guest.python_wrapper(
+                    ns, os.path.join(self.work, 'bin', ns + '-python'))}
+            lines += ['ip netns add %s' % ns,
+                      'ip -n %s link set lo up' % ns,
+                      'mkdir -p %s/ipsec.d %s' % (etc, rundir),
+                      "printf 'config setup\\n\\ninclude /etc/ipsec.d/*.conf"
+                      "\\n' > %s/ipsec.conf" % etc,
+                      "printf 'include /etc/ipsec.d/*.secrets\\n' > "
+                      "%s/ipsec.secrets" % etc,
+                      'certutil -N -d sql:%s/ipsec.d --empty-password' % etc]
+            for j, net in enumerate(sorted(self.networks)):
+                if net not in host.addresses:
+                    continue
+                veth = 'n%dv%d' % (index, j)
+                dev = net[:15]
+                address = host.addresses[net]
+                prefix = self._prefix(net, address)
+                lines += ['ip link add %s type veth peer name %s netns %s'
+                          % (veth, dev, ns),
+                          'ip link set %s master %s up'
+                          % (veth, self.bridges[net]),
+                          'ip -n %s addr add %s/%d dev %s%s'
+                          % (ns, address, prefix, dev,
+                             ' nodad' if ':' in address else ''),
+                          'ip -n %s link set %s up' % (ns, dev)]
+        self._script(lines)
+        for host in new:
+            self.start_pluto(host.name)
+        return [h.name for h in new]
+
+    def _prefix(self, net, address):
+        import ipaddress
+        ip = ipaddress.ip_address(address)
+        for cidr in self.networks[net]:
+            network = ipaddress.ip_network(cidr)
+            if ip in network:
+                return network.prefixlen
+        raise ValueError('%s is in none of %s' % (address, net))
+
+    def start_pluto(self, name):
+        node = self.nodes[name]
+        # what the ipsec service does: one pluto, its config and secrets
+        self.guest.run(
+            [os.path.join(LIBEXEC, 'pluto'), '--config', '/etc/ipsec.conf',
+             '--secretsfile', '/etc/ipsec.secrets', '--nssdir',
+             '/etc/ipsec.d', '--rundir', node['rundir'], '--logfile',
+             os.path.join(self.work, 'logs', 'pluto-%s.log' % name)],
+            netns=node['netns'])
+        self.whack(name, '--status')
+
+    def whack(self, name, *args, check=True, timeout=60):
+        node = self.nodes[name]
+        return self.guest.run(
+            [os.path.join(LIBEXEC, 'whack'), '--ctlsocket',
+             node['ctlsocket']] + list(args), netns=node['netns'],
+            timeout=timeout, check=check)
+
+    # -- the deploy -------------------------------------------------------
+    def connection_vars(self):
+        return {name: {'ansible_connection': 'local',
+                       'ansible_python_interpreter': node['python'],
+                       'tripleo_ipsec_ctlsocket': node['ctlsocket'],
+                       # the guest's / is the host's, read-only: libreswan
+                       # is there; the lab starts pluto as the service would
+                       'tripleo_ipsec_manage_package': False,
+                       'tripleo_ipsec_manage_service': False,
+                       'tripleo_ipsec_cib_file': self.cib}
+                for name, node in self.nodes.items()}
+
+    def inventory(self):
+        """tripleo-common's inventory, pointed at the lab's nodes."""
+        path = os.path.join(self.work, 'tripleo-ansible-inventory.yaml')
+        with topology.quiet():
+            topology.tripleo_inventory(
+                self.outputs, ansible_ssh_user='tripleo-admin').\
+                write_static_inventory(path)
+        with open(path) as f:
+            inv = yaml.safe_load(f)
+        connection = self.connection_vars()
+        for group in inv.values():
+            for name, hvars in (group.get('hosts') or {}).items():
+                if name in connection:
+                    hvars.update(connection[name])
+        with open(path, 'w') as f:
+            yaml.safe_dump(inv, f)
+        return path
+
+    def global_vars(self):
+        path = os.path.join(self.work, 'global_vars.yaml')
+        with open(path, 'w') as f:
+            yaml.safe_dump({'net_vip_map': self.outputs['VipMap'],
+                            'net_cidr_map': self.net_cidr_map()}, f)
+        return path
+
+    def deploy(self, *args, step_list=steps.STEPS):
+        """Run config-download's step playbook; (rc, stats, data)."""
+        if not os.path.exists(self.cib):
+            install_agent()
+            make_cib(self.cib, self.plan.vips,
+                     [h.name for h in self.topology.hosts
+                      if h.vip_holder])
+        playbook = steps.write(self.role_data, self.work, step_list)
+        return run_playbook(playbook, self.inventory(), self.work,
+                            '-e', '@' + self.global_vars(), *args)
