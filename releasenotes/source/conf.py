@@ -1,0 +1,21 @@
+# Sphinx configuration for the tripleo-ipsec release notes (reno).
+
+project = 'tripleo-ipsec Release Notes'
+copyright = 'tripleo-ipsec developers'
+
+extensions = ['reno.sphinxext']
+try:
+    import openstackdocstheme  # noqa: F401
+except ImportError:
+    html_theme = 'alabaster'
+else:
+    extensions.append('openstackdocstheme')
+    html_theme = 'openstackdocs'
+    openstackdocs_repo_name = 'openstack/tripleo-ipsec'
+    openstackdocs_bug_project = 'tripleo'
+    openstackdocs_bug_tag = 'ipsec'
+    openstackdocs_auto_name = False
+
+master_doc = 'index'
+exclude_patterns = []
+pygments_style = 'native'
