@@ -152,6 +152,10 @@ class TestPackaging(testtools.TestCase):
         for path in ('tripleo_ipsec/tasks/main.yml',
                      'tripleo_ipsec/tasks/verify.yml',
                      'tripleo_ipsec/tasks/render.yml',
+                     'tripleo_ipsec/tasks/probe.yml',
+                     'tripleo_ipsec/library/tripleo_ipsec_probe.py',
+                     'tripleo_ipsec/module_utils/tripleo_ipsec_wire.py',
+                     'tripleo_ipsec/filter_plugins/tripleo_ipsec.py',
                      'tripleo_ipsec/library/tripleo_ipsec_render.py',
                      'tripleo_ipsec/library/tripleo_ipsec_pacemaker.py',
                      'tripleo_ipsec/module_utils/tripleo_ipsec_pacemaker.py',
@@ -167,7 +171,9 @@ class TestPackaging(testtools.TestCase):
         share = [n.split('/data/share/openstack-tripleo-ipsec/', 1)[1]
                  for n in names if '/data/share/openstack-tripleo-ipsec/' in n]
         self.assertEqual(['deployment/ipsec/ipsec-baremetal-ansible.yaml',
-                          'environments/ipsec.yaml'], sorted(share))
+                          'environments/ipsec.yaml',
+                          'playbooks/tripleo-ipsec-verify.yaml'],
+                         sorted(share))
         # the link became the module itself
         with open(os.path.join(TOP, 'tripleo_ipsec', 'libreswan.py')) as f:
             self.assertEqual(f.read(), shipped)

@@ -1,26 +1,33 @@
 """What is on the wire: captures, probe traffic, cleartext counts.
 
 A protected network must carry nothing but ESP, IKE (UDP 500/4500), ARP
-and IPv6 neighbour discovery.  ``count`` asks tcpdump, the real tool, to
-classify a capture; ``marker_hits`` counts a probe's marker in the bytes
-of the packets a filter selects, so a payload sent in the clear is found
-whatever its protocol.  ``Probe`` sends ICMP and TCP carrying the marker
-and answers TCP from peers.
+and IPv6 neighbour discovery (with its MLD reports).  ``count`` asks
+tcpdump, the real tool, to classify a capture; ``marker_hits`` counts a
+probe's marker in the bytes of the packets a filter selects, so a payload
+sent in the clear is found whatever its protocol.  ``send`` sends ICMP and
+TCP carrying the marker, ``listen`` answers the TCP.
 
 The standard library only: the Ansible role ships this module to the
 nodes as module_utils (the probe tasks of the verification playbook), and
 the lab uses it on the host for the captures it takes on its bridges.
 """
 
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import time
 
-# what may cross a protected network; everything else is cleartext
-ALLOWED = ('esp or udp port 500 or udp port 4500 or arp or '
-           '(icmp6 and ip6[40] >= 133 and ip6[40] <= 137)')
+# What may cross a protected network; everything else is cleartext.  IPv6
+# neighbour discovery includes the MLD reports (link-local, behind a
+# hop-by-hop header) by which a node joins ND's solicited-node groups.
+ND = '(icmp6 and ip6[40] >= 133 and ip6[40] <= 137)'
+MLD = ('((ip6 src net fe80::/10 or ip6 src ::) and ip6 dst net ff02::/16 '
+       'and ip6[6] == 0 '
+       'and ip6[40] == 58 and (ip6[48] == 143 or '
+       '(ip6[48] >= 130 and ip6[48] <= 132)))')
+ALLOWED = 'esp or udp port 500 or udp port 4500 or arp or %s or %s' % (ND, MLD)
 MARKER = b'tripleo-ipsec:pb'   # 16 bytes: all that ping -p takes
 PORT = 7655
 
@@ -37,15 +44,12 @@ def _tcpdump(args, timeout):
         raise WireError('tcpdump: %s' % e)
 
 
-def hosts_filter(addresses):
-    """A tcpdump filter for packets to or from any of ADDRESSES."""
-    return '(%s)' % ' or '.join('host %s' % a for a in sorted(addresses))
-
-
 def _select(pcap, bpf, timeout):
     """The packets of PCAP matching BPF, as pcap bytes (tcpdump -w -)."""
     result = _tcpdump(['-r', pcap, '-w', '-'] + ([bpf] if bpf else []),
                       timeout)
+    if result.returncode and b'rejects all packets' in result.stderr:
+        return b''      # the filter can match nothing at all
     if result.returncode:
         raise WireError('tcpdump -r %s: %s' % (
             pcap, result.stderr.decode(errors='replace').strip()))
@@ -63,6 +67,87 @@ def _records(data):
         offset += 16 + int.from_bytes(data[offset + 8:offset + 12], order)
         n += 1
     return n
+
+
+# link type -> (offset of the ethertype, offset of the network header)
+_LINKS = {1: (12, 14), 113: (14, 16), 276: (0, 20)}
+
+
+def packets(data):
+    """Every packet in pcap bytes, as (time, src, dst, protocol, payload).
+
+    Addresses are normalised text and the protocol is IP's (50 is ESP);
+    source, destination and protocol are None when the packet is not IP.
+    Only the link and IP headers are read; tcpdump classifies.
+    """
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    order = 'little' if magic in (b'\xd4\xc3\xb2\xa1',
+                                  b'\x4d\x3c\xb2\xa1') else 'big'
+    fraction = 1e9 if magic in (b'\x4d\x3c\xb2\xa1',
+                                b'\xa1\xb2\x3c\x4d') else 1e6
+    ether, l3 = _LINKS.get(int.from_bytes(data[20:24], order), (None, None))
+    offset = 24
+    while offset + 16 <= len(data):
+        ts = (int.from_bytes(data[offset:offset + 4], order) +
+              int.from_bytes(data[offset + 4:offset + 8], order) / fraction)
+        length = int.from_bytes(data[offset + 8:offset + 12], order)
+        pkt = data[offset + 16:offset + 16 + length]
+        offset += 16 + length
+        src = dst = proto = None
+        payload = pkt
+        if ether is not None:
+            kind, start = pkt[ether:ether + 2], l3
+            if kind == b'\x81\x00' and ether == 12:     # one VLAN tag
+                kind, start = pkt[16:18], l3 + 4
+            if kind == b'\x08\x00' and len(pkt) >= start + 20:
+                src, dst = (pkt[start + 12:start + 16],
+                            pkt[start + 16:start + 20])
+                proto = pkt[start + 9]
+                payload = pkt[start + (pkt[start] & 0x0f) * 4:]
+            elif kind == b'\x86\xdd' and len(pkt) >= start + 40:
+                src, dst = (pkt[start + 8:start + 24],
+                            pkt[start + 24:start + 40])
+                proto = pkt[start + 6]
+                payload = pkt[start + 40:]
+        if src is not None:
+            src = str(ipaddress.ip_address(src))
+            dst = str(ipaddress.ip_address(dst))
+        yield ts, src, dst, proto, payload
+
+
+def read(pcap):
+    with open(pcap, 'rb') as f:
+        return f.read()
+
+
+def select(pcap, bpf, timeout=60):
+    """The packets of PCAP matching BPF, as pcap bytes."""
+    return _select(pcap, bpf, timeout)
+
+
+def by_peer(pcap, groups, marker=MARKER, timeout=60):
+    """Count per group of peers, in one tcpdump pass.
+
+    GROUPS is {group: [address]}; returns {group: {packets, cleartext,
+    marker}} over the packets to or from the group's addresses.
+    """
+    index = {}
+    for group, addresses in groups.items():
+        for address in addresses:
+            index[str(ipaddress.ip_address(address))] = group
+    result = {g: {'packets': 0, 'cleartext': 0, 'marker': 0} for g in groups}
+
+    def tally(data, key):
+        for _, src, dst, _, payload in packets(data):
+            for group in {index.get(src), index.get(dst)} - {None}:
+                result[group][key] += 1
+                if key == 'packets':
+                    result[group]['marker'] += payload.count(marker)
+    tally(read(pcap), 'packets')
+    tally(_select(pcap, 'not (%s)' % ALLOWED, timeout), 'cleartext')
+    return result
 
 
 def count(pcap, bpf='', timeout=60):
@@ -95,7 +180,8 @@ def capture(pcap, interface='any', snaplen=512):
     err = pcap + '.log'
     with open(err, 'wb') as log:
         proc = subprocess.Popen(
-            ['tcpdump', '-i', interface, '-nn', '-U', '-s', str(snaplen),
+            ['tcpdump', '-i', interface, '-nn', '-U', '--immediate-mode',
+             '-s', str(snaplen),
              '-w', pcap], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 30

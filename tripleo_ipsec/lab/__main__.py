@@ -20,11 +20,15 @@ def main(argv=None):
     parser.add_argument('--computes', type=int, default=2)
     parser.add_argument('--timeout', type=int, default=1200,
                         help='the guest is killed after this many seconds')
+    parser.add_argument('--failover', type=int, default=0, metavar='MOVES',
+                        help='also move the internal_api VIP MOVES times, '
+                        'with our agent and with tripleo-ipsec\'s road '
+                        'warrior and the stock ocf:heartbeat:ipsec')
     args = parser.parse_args(argv)
     if os.path.exists(os.path.join(args.out, 'report.json')):
         parser.error('%s already holds a report' % args.out)
     report = run.Lab(args.out, args.controllers, args.computes,
-                     args.timeout).run()
+                     args.timeout, failover=args.failover).run()
     return 0 if report['ok'] else 1
 
 

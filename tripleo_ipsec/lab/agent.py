@@ -26,7 +26,9 @@ import sys
 import tempfile
 import time
 
-POLL = 0.005
+# poll fast while requests come, slower when idle: every poll of the spool
+# is a hostfs round trip, on the guest's one CPU
+POLL_BUSY, POLL_IDLE, BUSY_FOR = 0.003, 0.02, 2.0
 
 
 def _write(path, data):
@@ -92,6 +94,7 @@ def serve(spool):
     jobs = {}          # pid or rid -> Job still running
     background = {}    # pid -> Job started by "spawn"
     _write(os.path.join(spool, 'ready.json'), {'pid': os.getpid()})
+    last = time.monotonic()
     while True:
         busy = False
         for entry in sorted(os.listdir(req_dir)):
@@ -146,8 +149,11 @@ def serve(spool):
                 del jobs[rid]
                 _write(os.path.join(res_dir, job.rid + '.json'),
                        job.result(rc))
+        now = time.monotonic()
+        if busy or jobs:
+            last = now
         if not busy:
-            time.sleep(POLL)
+            time.sleep(POLL_BUSY if now - last < BUSY_FOR else POLL_IDLE)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ interface per network, its own /etc (``/etc/netns/<node>``) and its own
 pluto.  The controllers' cluster is a CIB file the deploy's pcs task edits.
 """
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -157,7 +158,7 @@ class Overcloud(object):
 
     def build(self):
         """Bridges, nodes and plutos for every host not built yet."""
-        lines = []
+        lines, root = [], []      # shell lines; ``ip -batch`` lines
         if not self.bridges:
             lines.append('modprobe -a %s' % ' '.join(MODULES))
             # instantiate the GCM template once, so the first SA does not
@@ -171,9 +172,10 @@ class Overcloud(object):
             if net in self.bridges:
                 continue
             self.bridges[net] = 'labbr%d' % i
-            lines.append('ip link add %s type bridge' % self.bridges[net])
-            lines.append('ip link set %s up' % self.bridges[net])
+            root += ['link add %s type bridge' % self.bridges[net],
+                     'link set %s up' % self.bridges[net]]
         new = [h for h in self.topology.hosts if h.name not in self.nodes]
+        inside = {}               # netns -> its ``ip -batch`` lines
         for host in new:
             index = len(self.nodes)
             ns = host.name
@@ -184,33 +186,40 @@ class Overcloud(object):
                 'ctlsocket': os.path.join(rundir, 'pluto.ctl'),
                 'python': self.guest.python_wrapper(
                     ns, os.path.join(self.work, 'bin', ns + '-python'))}
-            lines += ['ip netns add %s' % ns,
-                      'ip -n %s link set lo up' % ns,
-                      'mkdir -p %s/ipsec.d %s' % (etc, rundir),
+            lines += ['mkdir -p %s/ipsec.d %s' % (etc, rundir),
                       "printf 'config setup\\n\\ninclude /etc/ipsec.d/*.conf"
                       "\\n' > %s/ipsec.conf" % etc,
                       "printf 'include /etc/ipsec.d/*.secrets\\n' > "
                       "%s/ipsec.secrets" % etc,
                       'certutil -N -d sql:%s/ipsec.d --empty-password' % etc]
+            root.append('netns add %s' % ns)
+            inside[ns] = ['link set lo up']
             for j, net in enumerate(sorted(self.networks)):
                 if net not in host.addresses:
                     continue
                 veth = 'n%dv%d' % (index, j)
                 dev = net[:15]
                 address = host.addresses[net]
-                prefix = self._prefix(net, address)
-                lines += ['ip link add %s type veth peer name %s netns %s'
-                          % (veth, dev, ns),
-                          'ip link set %s master %s up'
-                          % (veth, self.bridges[net]),
-                          'ip -n %s addr add %s/%d dev %s%s'
-                          % (ns, address, prefix, dev,
-                             ' nodad' if ':' in address else ''),
-                          'ip -n %s link set %s up' % (ns, dev)]
+                root += ['link add %s type veth peer name %s netns %s'
+                         % (veth, dev, ns),
+                         'link set %s master %s up'
+                         % (veth, self.bridges[net])]
+                inside[ns] += ['addr add %s/%d dev %s%s' % (
+                    address, self._prefix(net, address), dev,
+                    ' nodad' if ':' in address else ''),
+                    'link set %s up' % dev]
+        lines += ["ip -batch - <<'EOF'"] + root + ['EOF']
+        for ns, batch in inside.items():
+            lines += ["ip -n %s -batch - <<'EOF'" % ns] + batch + ['EOF']
         self._script(lines)
-        for host in new:
-            self.start_pluto(host.name)
+        self.parallel_start([h.name for h in new])
         return [h.name for h in new]
+
+    def parallel_start(self, names, config=None, secrets=None):
+        """Start the plutos of NAMES side by side."""
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: self.start_pluto(n, config, secrets),
+                          names))
 
     def _prefix(self, net, address):
         import ipaddress

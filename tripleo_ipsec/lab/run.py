@@ -14,6 +14,7 @@ import re
 import sys
 import time
 
+from tripleo_ipsec.lab import failover as failover_mod
 from tripleo_ipsec.lab import guest as guest_mod
 from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import plan
@@ -28,12 +29,13 @@ LEGACY_PSK = 'tripleo-ipsec-lab-legacy-psk-not-a-secret-0123456789'
 class Lab(object):
 
     def __init__(self, work, controllers=3, computes=2, timeout=1200,
-                 out=sys.stdout):
+                 out=sys.stdout, failover=0):
         self.work = os.path.abspath(work)
         self.controllers = controllers
         self.computes = computes
         self.timeout = timeout
         self.out = out
+        self.failover_moves = failover
         self.report = {'work': self.work, 'phases': [], 'checks': []}
         self.guest = None
         self.oc = None
@@ -63,6 +65,9 @@ class Lab(object):
     def save(self):
         self.report['ok'] = bool(self.report['checks']) and all(
             c['ok'] for c in self.report['checks'])
+        wire_checks = [c['ok'] for c in self.report['checks']
+                       if 'only ESP' in c['name']]
+        self.report['esp_only'] = bool(wire_checks) and all(wire_checks)
         self.report['seconds'] = round(time.monotonic() - self._t0, 1)
         path = os.path.join(self.work, 'report.json')
         with open(path + '.tmp', 'w') as f:
@@ -75,16 +80,23 @@ class Lab(object):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             return dict(zip(items, pool.map(func, items)))
 
-    def sas(self, name):
-        """{conn name: newest child SA serial} on node NAME."""
-        out = self.oc.whack(name, '--trafficstatus', check=False).stdout
-        result = {}
-        for serial, conn in TRAFFIC.findall(out):
-            result[conn] = max(int(serial), result.get(conn, 0))
-        return result
-
     def all_sas(self):
-        return self.parallel(self.sas, sorted(self.oc.nodes))
+        """{node: {conn name: newest child SA serial}}, in one request."""
+        names = sorted(self.oc.nodes)
+        script = ' '.join('echo "@@ %s"; %s --ctlsocket %s --trafficstatus;'
+                          % (n, os.path.join(overcloud.LIBEXEC, 'whack'),
+                             self.oc.nodes[n]['ctlsocket']) for n in names)
+        out = self.guest.run(['sh', '-c', script], check=False).stdout
+        result = {n: {} for n in names}
+        node = None
+        for line in out.splitlines():
+            if line.startswith('@@ '):
+                node = line[3:]
+                continue
+            for serial, conn in TRAFFIC.findall(line):
+                result[node][conn] = max(int(serial),
+                                         result[node].get(conn, 0))
+        return result
 
     def expected(self, name):
         return {c.name for c in self.oc.plan.hosts[name].conns
@@ -97,7 +109,8 @@ class Lab(object):
             pcap = os.path.join(self.work, 'pcap', '%s-%s.pcap' % (tag, net))
             log = pcap + '.log'
             pid = self.guest.spawn(['/bin/sh', '-c', 'exec tcpdump -i %s -nn '
-                                    '-U -s 512 -w %s 2> %s' % (
+                                    '-U --immediate-mode -s 512 -w %s '
+                                    '2> %s' % (
                                         self.oc.bridges[net], pcap, log)])
             caps[net] = (pid, pcap)
         for net, (pid, pcap) in caps.items():
@@ -276,11 +289,8 @@ class Lab(object):
     def restart_plutos(self, config=None, secrets=None):
         names = sorted(self.oc.nodes)
         self.parallel(self.oc.stop_pluto, names)
-
-        def start(name):
-            self.oc.start_pluto(name, config, secrets)
         start_at = time.monotonic()
-        self.parallel(start, names)
+        self.oc.parallel_start(names, config, secrets)
         return start_at
 
     def wait_up(self, expected, start_at, limit=120):
@@ -288,7 +298,7 @@ class Lab(object):
             sas = self.all_sas()
             if all(expected[n] <= set(sas[n]) for n in expected):
                 return int((time.monotonic() - start_at) * 1000)
-            time.sleep(0.1)
+            time.sleep(0.2)
         return None
 
     def legacy_files(self):
@@ -365,10 +375,7 @@ class Lab(object):
         self.check('bring-up: ours at most half of tripleo-ipsec style',
                    ratio is not None and ratio <= 0.5,
                    **self.report['bring_up'])
-        # back to ours
-        self.restart_plutos()
-        self.parallel(initiate, sorted(self.oc.nodes))
-        self.wait_up(ours, time.monotonic())
+        # the lab ends here, with tripleo-ipsec style conns loaded
 
     def iperf(self):
         a, b = [h for h in self.oc.topology.hosts if h.vip_holder][:2]
@@ -391,6 +398,17 @@ class Lab(object):
         self.report['iperf3'] = result
         self.check('iperf3 over ESP', result['esp']['mbit_s'] > 0, **result)
 
+    def failover(self):
+        result = failover_mod.Failover(self, moves=self.failover_moves).run()
+        self.report['failover'] = result
+        for i, move in enumerate(result['ours']['moves'], 1):
+            self.check('failover %d (%s -> %s): no cleartext, outage under '
+                       '1 s, ESP under a new SPI'
+                       % (i, move['from'], move['to']),
+                       move['cleartext'] == 0 and move['outage_ms'] is not
+                       None and move['outage_ms'] < 1000 and
+                       move['esp_restored_ms'] is not None, **move)
+
     # -- the whole run ----------------------------------------------------
     def run(self):
         try:
@@ -401,9 +419,13 @@ class Lab(object):
             self.phase('verify playbook + capture', self.prove)
             self.phase('rerun the deploy', self.rerun)
             self.phase('scale out by one compute', self.scale_out)
+            if self.failover_moves:
+                self.phase('VIP failover x%d, ours vs road warrior'
+                           % self.failover_moves, self.failover)
+            self.phase('iperf3', self.iperf)
+            # last: it leaves the nodes with tripleo-ipsec style conns
             self.phase('bring-up time, ours vs tripleo-ipsec style',
                        self.bring_up)
-            self.phase('iperf3', self.iperf)
         except Exception as e:
             self.check('the lab ran to the end', False,
                        error='%s: %s' % (type(e).__name__, e))
@@ -411,6 +433,55 @@ class Lab(object):
             if self.guest:
                 self.guest.close()
         path = self.save()
-        verdict = 'PASS' if self.report['ok'] else 'FAIL'
-        self.say('report: %s (%s)' % (path, verdict))
+        self.out.write(summary(self.report))
+        self.say('report: %s' % path)
         return self.report
+
+
+def summary(report):
+    """The short, human report of a run."""
+    checks = report['checks']
+    lines = ['', 'tripleo-ipsec lab: %s (%d of %d checks passed, %.0f s)'
+             % ('PASS' if report['ok'] else 'FAIL',
+                len([c for c in checks if c['ok']]), len(checks),
+                report.get('seconds', 0))]
+    if report.get('nodes'):
+        lines.append('  nodes: %s' % ', '.join(report['nodes']))
+        lines.append('  protected: %s; left in clear: %s' % (
+            ', '.join(report['networks']['protected']),
+            ', '.join(report['networks']['unprotected'])))
+    if 'expected_child_sas' in report:
+        lines.append('  Child SAs expected and established after the '
+                     'deploy: %d' % report['expected_child_sas'])
+    for net, seen in sorted(report.get('capture', {}).items()):
+        lines.append('  capture %-13s %6d packets, %4d cleartext, %4d '
+                     'marker hits' % (net, seen['packets'],
+                                      seen['cleartext'], seen['marker']))
+    up = report.get('bring_up')
+    if up:
+        lines.append('  bring-up of %s Child SAs: ours %s ms (%s ms from the '
+                     'first initiate), tripleo-ipsec style %s ms, ratio %s'
+                     % (up['child_sas'], up['ours_ms'],
+                        up['ours_from_first_initiate_ms'],
+                        up['tripleo_ipsec_style_ms'], up['ratio']))
+    fail = report.get('failover')
+    if fail:
+        lines.append('  VIP %s failover, as crm_simulate orders it, %s '
+                     'pinging every 10 ms:' % (fail['vip'], fail['peer']))
+        for mode in ('ours', 'road-warrior'):
+            for i, m in enumerate(fail[mode]['moves'], 1):
+                lines.append('    %-12s move %d %s -> %s: cleartext %d, '
+                             'outage %s ms, ESP under a new SPI after %s ms'
+                             % (mode, i, m['from'][-12:], m['to'][-12:],
+                                m['cleartext'], m['outage_ms'],
+                                m['esp_restored_ms']))
+    perf = report.get('iperf3')
+    if perf:
+        lines.append('  iperf3: ESP %.0f Mbit/s, plaintext %.0f Mbit/s' % (
+            perf['esp']['mbit_s'], perf['plaintext']['mbit_s']))
+    lines.append('  phases: %s' % ', '.join(
+        '%s %.0f s' % (p['name'], p['seconds']) for p in report['phases']))
+    lines += ['  FAILED: %s %s' % (c['name'], json.dumps(
+        {k: v for k, v in c.items() if k not in ('name', 'ok')}))
+        for c in checks if not c['ok']]
+    return '\n'.join(lines) + '\n'

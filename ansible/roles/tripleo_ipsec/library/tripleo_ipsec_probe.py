@@ -120,14 +120,13 @@ def finish(module, p):
     by_net = {}
     for t in p['targets']:
         by_net.setdefault(t['network'], []).append(t['address'])
-    networks, bad = {}, []
+    networks, bad = wire.by_peer(pcap, by_net), []
     for net, addresses in sorted(by_net.items()):
-        result = wire.analyse(pcap, wire.hosts_filter(addresses))
+        result = networks[net]
         result['protected'] = net in protected
         result['targets'] = len(addresses)
         result['reached'] = len([a for a in addresses
                                  if sent.get(a, {}).get('icmp')])
-        networks[net] = result
         if result['protected'] and (result['cleartext'] or result['marker']):
             bad.append('%s: %d cleartext packets, %d marker hits'
                        % (net, result['cleartext'], result['marker']))

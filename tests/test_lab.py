@@ -1,0 +1,137 @@
+"""The lab: its guest, and the end-to-end run through the real deploy path.
+
+The end-to-end test is the lab's whole scenario (tools/demo runs the same):
+a User-Mode-Linux guest with 3 controllers and 2 computes, deployed through
+Heat's engine, tripleo-common's inventory and config-download's steps, then
+proven on the wire.  It asserts every item the report must show.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from tests import base
+from tripleo_ipsec.lab import guest
+from tripleo_ipsec.lab import run
+
+
+def unavailable():
+    if os.geteuid() != 0:
+        return 'the lab needs root'
+    if not os.path.exists(guest.UML):
+        return 'user-mode-linux is not installed (tools/install)'
+    for tool in ('tcpdump', 'iperf3', 'pcs'):
+        if not shutil.which(tool):
+            return '%s is not installed (tools/install)' % tool
+    return None
+
+
+class TestGuest(base.TestCase):
+
+    def setUp(self):
+        super(TestGuest, self).setUp()
+        why = unavailable()
+        if why:
+            self.skipTest(why)
+        self.work = self.tempdir()
+
+    def test_commands_stdin_exit_codes_and_the_interpreter_wrapper(self):
+        with guest.Guest(self.work, timeout=120) as g:
+            self.assertEqual(0, g.run(['true']).returncode)
+            self.assertEqual(3, g.run(['sh', '-c', 'exit 3'],
+                                      check=False).returncode)
+            missing = g.run(['/no/such/binary'], check=False)
+            self.assertEqual(127, missing.returncode)
+            self.assertRaises(guest.GuestError, g.run, ['false'])
+            self.assertEqual('abc', g.run(['cat'], stdin='abc').stdout)
+            # the guest's kernel has ESP: an SA can be added there
+            g.run(['modprobe', '-a', 'xfrm_user', 'esp4'])
+            g.run(['ip', 'xfrm', 'state', 'add', 'src', '192.0.2.1', 'dst',
+                   '192.0.2.2', 'proto', 'esp', 'spi', '0x10', 'mode',
+                   'transport', 'aead', 'rfc4106(gcm(aes))',
+                   '0x' + '11' * 20, '128'])
+            g.run(['ip', 'netns', 'add', 'n1'])
+            self.assertIn('lo', g.run(['ip', '-o', 'link'], netns='n1').stdout)
+            self.assertEqual('1 2\n', g.run(['sh', '-c', 'echo $((1)) 2'],
+                                            netns='n1').stdout)
+            wrapper = g.python_wrapper('n1', os.path.join(self.work, 'py'))
+            result = subprocess.run(
+                [wrapper, '-c', 'import sys; print(sys.stdin.read()[::-1]); '
+                 'sys.exit(5)'], input='olleh', capture_output=True,
+                text=True, timeout=120)
+            self.assertEqual((5, 'hello\n'),
+                             (result.returncode, result.stdout))
+            pid = g.spawn(['sleep', '600'])
+            g.signal(pid, signal.SIGTERM)
+            self.assertEqual(-signal.SIGTERM, g.wait(pid).returncode)
+            proc = g.proc
+        # closed: powered off, and nothing of it is left
+        self.assertIsNotNone(proc.poll())
+        self.assertRaises(ProcessLookupError, os.killpg, proc.pid, 0)
+        self.assertFalse(os.path.exists(os.path.join(self.work, 'guest.pid')))
+
+    def test_the_watchdog_kills_the_guest_by_pid(self):
+        g = guest.Guest(self.work, timeout=6).boot()
+        self.addCleanup(g.close)
+        pid = g.proc.pid
+        deadline = time.monotonic() + 60
+        while g.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertIsNotNone(g.proc.poll(), 'the watchdog did not fire')
+        self.assertRaises(ProcessLookupError, os.killpg, pid, 0)
+
+
+class TestLabEndToEnd(base.TestCase):
+
+    def setUp(self):
+        super(TestLabEndToEnd, self).setUp()
+        why = unavailable()
+        if why:
+            self.skipTest(why)
+
+    def test_deploy_verify_rerun_scale_out_on_the_wire(self):
+        work = self.tempdir()
+        with open(os.path.join(work, 'progress.txt'), 'w') as out:
+            report = run.Lab(work, timeout=1500, out=out).run()
+        with open(os.path.join(work, 'report.json')) as f:
+            self.assertEqual(report, json.load(f))
+        failed = [c for c in report['checks'] if not c['ok']]
+        self.assertEqual([], failed, run.summary(report))
+        self.assertTrue(report['ok'] and report['esp_only'])
+        protected = report['networks']['protected']
+        self.assertEqual(['internal_api', 'storage', 'storage_mgmt'],
+                         protected)
+        # every pair x protected network, on both ends: 5 nodes on
+        # internal_api and storage (10 pairs each), 3 on storage_mgmt
+        self.assertEqual(2 * (10 + 10 + 3), report['expected_child_sas'])
+        for node, result in report['verify'].items():
+            self.assertEqual([], result['missing'], node)
+        # the capture saw traffic everywhere, cleartext only where skipped
+        for net, seen in report['capture'].items():
+            if net in protected:
+                self.assertEqual((0, 0), (seen['cleartext'], seen['marker']),
+                                 net)
+                self.assertGreater(seen['packets'], 0, net)
+            else:
+                self.assertGreater(seen['marker'], 0, net)
+        self.assertEqual({'tenant', 'external', 'ctlplane'},
+                         set(report['capture']) - set(protected))
+        self.assertEqual([0], sorted(set(report['rerun']['changed']
+                                         .values())))
+        for phase in ('rerun', 'scale_out'):
+            for net, seen in report[phase]['capture'].items():
+                self.assertEqual(0, seen['cleartext'], (phase, net))
+                self.assertEqual(0, seen['marker'], (phase, net))
+        self.assertEqual(['overcloud-novacompute-2'],
+                         report['scale_out']['new'])
+        self.assertFalse(any(report['scale_out']['renegotiated'].values()))
+        self.assertLessEqual(report['bring_up']['ratio'], 0.5)
+        self.assertGreater(report['iperf3']['esp']['mbit_s'], 0)
+        # the evidence is left as files
+        for name in ('verify-playbook.json', 'deploy-deploy.json',
+                     'logs/pluto-overcloud-controller-0.log',
+                     'pcap/verify-internal_api.pcap'):
+            self.assertTrue(os.path.exists(os.path.join(work, name)), name)

@@ -1,0 +1,296 @@
+"""VIP failover in the lab: our agent against tripleo-ipsec's road warrior.
+
+Pacemaker itself does not run in the lab: on the guest's one CPU, where a
+fork costs 10-110 ms, 3 corosync + pacemaker stacks (about 24 daemons) and
+their shell agents would make every action take seconds (see the shared
+lab's feasibility notes).  Instead pacemaker's own scheduler decides:
+``crm_simulate`` runs on the deploy's CIB (the resources and constraints
+the role created with pcs), a ``crm_resource --move`` per move, and the
+lab performs the actions of the VIP's two resources in exactly the order
+``crm_simulate`` prints them, each agent with its OCF environment:
+
+- the VIP's ``ocf:heartbeat:IPaddr2`` side is what IPaddr2 does to the
+  kernel (the address added with a gratuitous ARP, or deleted);
+- ``ours``: the IPsec side is our agent, ``ocf:tripleo-ipsec:vip``, with
+  the conns the deploy installed (peers keep a trap towards the VIP);
+- ``road-warrior``: tripleo-ipsec's conns (a ``right=%any`` listener on the
+  VIP holders, ``auto=start`` clients with ``dpdaction=restart``) and the
+  stock ``ocf:heartbeat:ipsec`` agent, with its ``fallbacktunnel``.
+
+A compute pings the VIP every 10 ms with the probe's marker throughout,
+while the VIP's network is captured.  Per move: cleartext packets to or
+from the VIP (must be 0), the longest gap between echo replies (the
+outage), and the first ESP from the VIP under an SPI not seen before.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from tripleo_ipsec.lab import overcloud
+from tripleo_ipsec import names
+from tripleo_ipsec import wire
+
+ACTION = re.compile(r'Resource action: (\S+)\s+(start|stop) on (\S+)')
+REPLY = re.compile(r'^\[(\d+\.\d+)\] \d+ bytes from')
+HEARTBEAT_IPSEC = '/usr/lib/ocf/resource.d/heartbeat/ipsec'
+LEGACY_PSK = 'tripleo-ipsec-lab-road-warrior-psk-not-a-secret-0123'
+ESP = 50
+
+
+class Failover(object):
+
+    def __init__(self, lab, vip_name='internal_api', moves=5):
+        self.lab = lab
+        self.oc = lab.oc
+        self.moves = moves
+        self.vip = next(v for v in self.oc.plan.vips if v.name == vip_name)
+        self.ip_res = names.vip_ip_resource(self.vip.address)
+        self.ours = self.vip.resource['id']
+        self.dev = self.vip.network[:15]
+        self.holders = [h.name for h in self.oc.topology.hosts
+                        if h.vip_holder]
+        self.peer = next(h for h in self.oc.topology.hosts
+                         if not h.vip_holder and
+                         self.vip.network in h.addresses)
+        self.dir = os.path.join(lab.work, 'failover')
+        os.makedirs(self.dir, exist_ok=True)
+
+    # -- what pacemaker decides ------------------------------------------
+    def _sim(self, args, env=None):
+        result = subprocess.run(args, capture_output=True, text=True,
+                                timeout=120, env=env)
+        if result.returncode:
+            raise RuntimeError('%s: %s' % (' '.join(args[:3]), result.stderr))
+        return result.stdout
+
+    def transitions(self):
+        """The VIP's actions per transition, as crm_simulate orders them.
+
+        [[(resource, action, node)]]: the first start, then each move.
+        """
+        cib = os.path.join(self.dir, 'cib-0.xml')
+        shutil.copy(self.oc.cib, cib)
+        online = [a for n in self.holders for a in ('-u', n)]
+        steps = []
+        current = cib
+        for i in range(self.moves + 1):
+            out_file = os.path.join(self.dir, 'cib-%d.xml' % (i + 1))
+            if i:
+                node = steps[-1][-1][2]      # where the VIP is now
+                target = self.holders[(self.holders.index(node) + 1) %
+                                      len(self.holders)]
+                self._sim(['crm_resource', '--move', '-r', self.ip_res,
+                           '-N', target],
+                          env=dict(os.environ, CIB_file=current))
+                out = self._sim(['crm_simulate', '-x', current, '-S', '-O',
+                                 out_file])
+            else:
+                # the controllers join, with quorum: pacemaker starts it
+                out = self._sim(['crm_simulate', '-x', current, '-q', 'true',
+                                 '-S', '-O', out_file] + online)
+            steps.append([a for a in ACTION.findall(out)
+                          if a[0] in (self.ip_res, self.ours)])
+            current = out_file
+        return steps
+
+    # -- the agents, as pacemaker would run them --------------------------
+    def ipaddr2(self, action, node):
+        v = self.vip.address
+        if action == 'start':
+            cmd = ('ip addr add %s/32 dev %s && (busybox arping -q -U -c 1 '
+                   '-w 1 -I %s -s %s %s >/dev/null 2>&1 &)'
+                   % (v, self.dev, self.dev, v, v))
+        else:
+            cmd = 'ip addr del %s/32 dev %s' % (v, self.dev)
+        self.lab.guest.run(['sh', '-c', cmd], netns=node)
+
+    def agent(self, mode, action, node):
+        env = ['OCF_ROOT=/usr/lib/ocf', 'OCF_RESKEY_vip=%s' % self.vip.address]
+        if mode == 'ours':
+            env += ['OCF_RESOURCE_INSTANCE=%s' % self.ours,
+                    'OCF_RESKEY_vip_name=%s' % self.vip.name,
+                    'OCF_RESKEY_ctlsocket=%s'
+                    % self.oc.nodes[node]['ctlsocket']]
+            agent = os.path.join(overcloud.OCF_DIR, names.OCF_TYPE)
+        else:
+            env += ['OCF_RESOURCE_INSTANCE=tripleo-ipsec-%s' % self.vip.name,
+                    'OCF_RESKEY_tunnel=%s' % self.listener,
+                    'OCF_RESKEY_fallbacktunnel=%s' % self.client,
+                    # the stock agent runs the ipsec command: point it at
+                    # this node's pluto and the road-warrior config
+                    'IPSEC_RUNDIR=%s' % self.oc.nodes[node]['rundir'],
+                    'IPSEC_CONF=/etc/ipsec.d/legacy/vip.conf']
+            agent = HEARTBEAT_IPSEC
+        result = self.lab.guest.run(['env'] + env + [agent, action],
+                                    netns=node, check=False, timeout=60)
+        if result.returncode:
+            raise RuntimeError('%s %s on %s: rc %d: %s' % (
+                mode, action, node, result.returncode, result.stderr[-300:]))
+
+    # -- tripleo-ipsec's road-warrior conns -------------------------------
+
+    @property
+    def listener(self):
+        return 'overcloud-%s-vip-tunnel' % self.vip.name
+
+    @property
+    def client(self):
+        return 'overcloud-%s-node-to-vip-tunnel' % self.vip.name
+
+    def road_warrior_files(self):
+        name = self.vip.name
+        cluster, vipid = '@overcloud%scluster' % name, '@%svip' % name
+        common = ['\tauthby=secret', '\ttype=tunnel',
+                  '\tike=%s' % self.oc.plan.options['ike'],
+                  '\tesp=%s' % self.oc.plan.options['esp'],
+                  '\tdpddelay=5', '\tdpdtimeout=15', '\tfailureshunt=drop']
+        for host in self.oc.topology.hosts:
+            if host.name not in self.holders and host != self.peer:
+                continue
+            if host.name in self.holders:
+                conn = ['conn %s' % self.listener, '\tleft=%s'
+                        % self.vip.address, '\tleftid=%s' % vipid,
+                        '\tright=%any', '\trightid=%s' % cluster,
+                        '\tdpdaction=hold', '\tauto=add']
+                secret = '%s %s : PSK "%s"' % (vipid, cluster, LEGACY_PSK)
+            else:
+                conn = ['conn %s' % self.client, '\tleft=%s'
+                        % host.addresses[self.vip.network],
+                        '\tleftid=%s' % cluster,
+                        '\tright=%s' % self.vip.address,
+                        '\trightid=%s' % vipid, '\tdpdaction=restart',
+                        '\tauto=start']
+                secret = '%s %s : PSK "%s"' % (cluster, vipid, LEGACY_PSK)
+            text = '\n'.join(['config setup', '\tuniqueids=no', ''] + conn +
+                             common + [''])
+            etc = '/etc/netns/%s/ipsec.d/legacy' % host.name
+            self.lab.guest.run(['sh', '-c', 'mkdir -p %s && cat > '
+                                '%s/vip.conf' % (etc, etc)], stdin=text)
+            self.lab.guest.run(['sh', '-c', 'cat > %s/vip.secrets && chmod '
+                                '600 %s/vip.secrets' % (etc, etc)],
+                               stdin=secret + '\n')
+            node = self.oc.nodes[host.name]
+            self.lab.guest.run(
+                [os.path.join('/usr/libexec/ipsec', 'whack'), '--ctlsocket',
+                 node['ctlsocket'], '--rereadsecrets'], netns=host.name)
+        return cluster
+
+    def swap_peer(self, mode):
+        """Load the peer's side of MODE, unload the other's."""
+        ours = [c.name for c in self.oc.plan.hosts[self.peer.name].conns
+                if c.vip == self.vip.name]
+        if mode == 'ours':
+            return
+        for conn in ours:
+            self.oc.whack(self.peer.name, '--name', conn, '--delete',
+                          check=False)
+        node = self.oc.nodes[self.peer.name]
+        # the secrets of the road-warrior conns live apart: load them
+        self.lab.guest.run(
+            ['sh', '-c', 'cat /etc/ipsec.d/legacy/vip.secrets >> '
+             '/etc/ipsec.secrets'], netns=self.peer.name)
+        self.oc.whack(self.peer.name, '--rereadsecrets')
+        self.lab.guest.run(
+            ['/usr/libexec/ipsec/addconn', '--ctlsocket', node['ctlsocket'],
+             '--config', '/etc/ipsec.d/legacy/vip.conf', self.client],
+            netns=self.peer.name)
+        self.oc.whack(self.peer.name, '--name', self.client, '--initiate',
+                      '--asynchronous')
+
+    # -- one mode ---------------------------------------------------------
+    def run_mode(self, mode, steps):
+        if mode != 'ours':
+            self.road_warrior_files()
+            for holder in self.holders:
+                self.lab.guest.run(
+                    ['sh', '-c', 'cat /etc/ipsec.d/legacy/vip.secrets >> '
+                     '/etc/ipsec.secrets'], netns=holder)
+                self.oc.whack(holder, '--rereadsecrets')
+        pcap = os.path.join(self.dir, '%s.pcap' % mode)
+        ping = os.path.join(self.dir, '%s-ping.txt' % mode)
+        bridge = self.oc.bridges[self.vip.network]
+        cap = self.lab.guest.spawn(
+            ['/bin/sh', '-c', 'exec tcpdump -i %s -nn -U --immediate-mode '
+             '-s 256 -w %s host %s 2> %s.log' % (
+                 bridge, pcap, self.vip.address, pcap)])
+        for _ in range(300):
+            if not self.lab.guest.run(['grep', '-q', 'listening on',
+                                       pcap + '.log'], check=False).\
+                    returncode:
+                break
+            time.sleep(0.05)
+        # the VIP comes up where pacemaker starts it, then the peer talks
+        for res, action, node in steps[0]:
+            self.act(mode, res, action, node)
+        self.swap_peer(mode)
+        pinger = self.lab.guest.spawn(
+            ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
+             % (wire.MARKER.hex(), self.vip.address, ping)],
+            netns=self.peer.name)
+        time.sleep(4)
+        starts = []
+        for step in steps[1:]:
+            starts.append(time.time())
+            for res, action, node in step:
+                self.act(mode, res, action, node)
+            time.sleep(4)
+        ends = starts[1:] + [time.time()]
+        self.lab.guest.signal(pinger, 2)
+        self.lab.guest.wait(pinger)
+        self.lab.guest.signal(cap, 2)
+        self.lab.guest.wait(cap)
+        # stop both where the VIP is, as pacemaker would: IPsec side first
+        holder = steps[-1][-1][2]
+        self.act(mode, self.ours, 'stop', holder)
+        self.act(mode, self.ip_res, 'stop', holder)
+        if mode != 'ours':
+            self.oc.whack(self.peer.name, '--name', self.client, '--delete',
+                          check=False)
+        self.lab.guest.run(['sync'])
+        return self.analyse(pcap, ping, starts, ends, steps[1:])
+
+    def act(self, mode, res, action, node):
+        if res == self.ip_res:
+            self.ipaddr2(action, node)
+        else:
+            self.agent(mode, action, node)
+
+    def analyse(self, pcap, ping, starts, ends, steps):
+        with open(ping) as f:
+            replies = [float(m.group(1)) for m in map(REPLY.match, f)
+                       if m]
+        clear = [ts for ts, *_ in wire.packets(wire.select(
+            pcap, 'not (%s)' % wire.ALLOWED))]
+        esp = []
+        for ts, src, _, proto, payload in wire.packets(wire.read(pcap)):
+            if proto == ESP and src == self.vip.address:
+                esp.append((ts, payload[:4]))
+        moves = []
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            seen = {spi for ts, spi in esp if ts < start}
+            new = [ts for ts, spi in esp if start <= ts < end
+                   and spi not in seen]
+            window = [t for t in replies if start - 1 <= t < end]
+            gaps = [b - a for a, b in zip(window, window[1:])]
+            moves.append({
+                'from': steps[i][0][2], 'to': steps[i][-1][2],
+                'actions': ['%s %s %s' % a for a in steps[i]],
+                'cleartext': len([t for t in clear if start <= t < end]),
+                'outage_ms': int(max(gaps) * 1000) if gaps else None,
+                'replies': len(window),
+                'esp_restored_ms': (int((new[0] - start) * 1000)
+                                    if new else None)})
+        return {'moves': moves, 'cleartext_total': len(clear),
+                'replies': len(replies)}
+
+    def run(self):
+        steps = self.transitions()
+        result = {'vip': self.vip.address, 'peer': self.peer.name,
+                  'transitions': [['%s %s %s' % a for a in s]
+                                  for s in steps]}
+        for mode in ('ours', 'road-warrior'):
+            result[mode] = self.run_mode(mode, steps)
+        return result
