@@ -1,6 +1,7 @@
 """The lab: its guest, and the end-to-end run through the real deploy path.
 
-The end-to-end test is the lab's whole scenario (tools/demo runs the same):
+The end-to-end test is the lab's whole scenario (tools/demo runs the same,
+here with the VIP failover of ``--failover 5`` too):
 a User-Mode-Linux guest with 3 controllers and 2 computes, deployed through
 Heat's engine, tripleo-common's inventory and config-download's steps, then
 proven on the wire.  It asserts every item the report must show.
@@ -95,7 +96,8 @@ class TestLabEndToEnd(base.TestCase):
     def test_deploy_verify_rerun_scale_out_on_the_wire(self):
         work = self.tempdir()
         with open(os.path.join(work, 'progress.txt'), 'w') as out:
-            report = run.Lab(work, timeout=1500, out=out).run()
+            report = run.Lab(work, timeout=1800, out=out,
+                             failover=5).run()
         with open(os.path.join(work, 'report.json')) as f:
             self.assertEqual(report, json.load(f))
         failed = [c for c in report['checks'] if not c['ok']]
@@ -129,6 +131,19 @@ class TestLabEndToEnd(base.TestCase):
                          report['scale_out']['new'])
         self.assertFalse(any(report['scale_out']['renegotiated'].values()))
         self.assertLessEqual(report['bring_up']['ratio'], 0.5)
+        # the VIP moved 5 times, in crm_simulate's order, while a compute
+        # pinged it every 10 ms: no cleartext, under a second of outage
+        fail = report['failover']
+        self.assertEqual(5, len(fail['ours']['moves']))
+        for move in fail['ours']['moves']:
+            self.assertEqual(0, move['cleartext'], move)
+            self.assertLess(move['outage_ms'], 1000, move)
+            self.assertIsNotNone(move['esp_restored_ms'], move)
+            self.assertEqual(['stop', 'stop', 'start', 'start'],
+                             [a.split()[1] for a in move['actions']])
+        self.assertEqual(0, fail['ours']['cleartext_total'])
+        # the comparison ran the same moves
+        self.assertEqual(5, len(fail['road-warrior']['moves']))
         self.assertGreater(report['iperf3']['esp']['mbit_s'], 0)
         # the evidence is left as files
         for name in ('verify-playbook.json', 'deploy-deploy.json',

@@ -120,9 +120,8 @@ class Failover(object):
                     'OCF_RESKEY_tunnel=%s' % self.listener,
                     'OCF_RESKEY_fallbacktunnel=%s' % self.client,
                     # the stock agent runs the ipsec command: point it at
-                    # this node's pluto and the road-warrior config
-                    'IPSEC_RUNDIR=%s' % self.oc.nodes[node]['rundir'],
-                    'IPSEC_CONF=/etc/ipsec.d/legacy/vip.conf']
+                    # this node's pluto
+                    'IPSEC_RUNDIR=%s' % self.oc.nodes[node]['rundir']]
             agent = HEARTBEAT_IPSEC
         result = self.lab.guest.run(['env'] + env + [agent, action],
                                     netns=node, check=False, timeout=60)
@@ -140,7 +139,17 @@ class Failover(object):
     def client(self):
         return 'overcloud-%s-node-to-vip-tunnel' % self.vip.name
 
-    def road_warrior_files(self):
+    @property
+    def rw_file(self):
+        return 'overcloud-%s-vip-tunnels' % self.vip.name
+
+    def road_warrior_files(self, remove=False):
+        if remove:
+            for host in self.oc.topology.hosts:
+                self.lab.guest.run(['sh', '-c', 'rm -f /etc/netns/%s/ipsec.d/'
+                                    '%s.*' % (host.name, self.rw_file)])
+                self.oc.whack(host.name, '--rereadsecrets')
+            return
         name = self.vip.name
         cluster, vipid = '@overcloud%scluster' % name, '@%svip' % name
         common = ['\tauthby=secret', '\ttype=tunnel',
@@ -164,18 +173,14 @@ class Failover(object):
                         '\trightid=%s' % vipid, '\tdpdaction=restart',
                         '\tauto=start']
                 secret = '%s %s : PSK "%s"' % (cluster, vipid, LEGACY_PSK)
-            text = '\n'.join(['config setup', '\tuniqueids=no', ''] + conn +
-                             common + [''])
-            etc = '/etc/netns/%s/ipsec.d/legacy' % host.name
-            self.lab.guest.run(['sh', '-c', 'mkdir -p %s && cat > '
-                                '%s/vip.conf' % (etc, etc)], stdin=text)
-            self.lab.guest.run(['sh', '-c', 'cat > %s/vip.secrets && chmod '
-                                '600 %s/vip.secrets' % (etc, etc)],
+            # where tripleo-ipsec put them, so /etc/ipsec.conf includes them
+            etc = '/etc/netns/%s/ipsec.d/%s' % (host.name, self.rw_file)
+            self.lab.guest.run(['sh', '-c', 'cat > %s.conf' % etc],
+                               stdin='\n'.join(conn + common + ['']))
+            self.lab.guest.run(['sh', '-c', 'cat > %s.secrets && chmod 600 '
+                                '%s.secrets' % (etc, etc)],
                                stdin=secret + '\n')
-            node = self.oc.nodes[host.name]
-            self.lab.guest.run(
-                [os.path.join('/usr/libexec/ipsec', 'whack'), '--ctlsocket',
-                 node['ctlsocket'], '--rereadsecrets'], netns=host.name)
+            self.oc.whack(host.name, '--rereadsecrets')
         return cluster
 
     def swap_peer(self, mode):
@@ -188,14 +193,9 @@ class Failover(object):
             self.oc.whack(self.peer.name, '--name', conn, '--delete',
                           check=False)
         node = self.oc.nodes[self.peer.name]
-        # the secrets of the road-warrior conns live apart: load them
-        self.lab.guest.run(
-            ['sh', '-c', 'cat /etc/ipsec.d/legacy/vip.secrets >> '
-             '/etc/ipsec.secrets'], netns=self.peer.name)
-        self.oc.whack(self.peer.name, '--rereadsecrets')
         self.lab.guest.run(
             ['/usr/libexec/ipsec/addconn', '--ctlsocket', node['ctlsocket'],
-             '--config', '/etc/ipsec.d/legacy/vip.conf', self.client],
+             '--config', '/etc/ipsec.conf', self.client],
             netns=self.peer.name)
         self.oc.whack(self.peer.name, '--name', self.client, '--initiate',
                       '--asynchronous')
@@ -204,11 +204,6 @@ class Failover(object):
     def run_mode(self, mode, steps):
         if mode != 'ours':
             self.road_warrior_files()
-            for holder in self.holders:
-                self.lab.guest.run(
-                    ['sh', '-c', 'cat /etc/ipsec.d/legacy/vip.secrets >> '
-                     '/etc/ipsec.secrets'], netns=holder)
-                self.oc.whack(holder, '--rereadsecrets')
         pcap = os.path.join(self.dir, '%s.pcap' % mode)
         ping = os.path.join(self.dir, '%s-ping.txt' % mode)
         bridge = self.oc.bridges[self.vip.network]
@@ -231,11 +226,14 @@ class Failover(object):
              % (wire.MARKER.hex(), self.vip.address, ping)],
             netns=self.peer.name)
         time.sleep(4)
-        starts = []
+        starts, took = [], []
         for step in steps[1:]:
             starts.append(time.time())
+            took.append([])
             for res, action, node in step:
+                begin = time.monotonic()
                 self.act(mode, res, action, node)
+                took[-1].append(int((time.monotonic() - begin) * 1000))
             time.sleep(4)
         ends = starts[1:] + [time.time()]
         self.lab.guest.signal(pinger, 2)
@@ -249,8 +247,12 @@ class Failover(object):
         if mode != 'ours':
             self.oc.whack(self.peer.name, '--name', self.client, '--delete',
                           check=False)
+            self.road_warrior_files(remove=True)
         self.lab.guest.run(['sync'])
-        return self.analyse(pcap, ping, starts, ends, steps[1:])
+        result = self.analyse(pcap, ping, starts, ends, steps[1:])
+        for move, ms in zip(result['moves'], took):
+            move['actions_ms'] = ms
+        return result
 
     def act(self, mode, res, action, node):
         if res == self.ip_res:
