@@ -13,6 +13,7 @@ from tests import nodes
 from tests import pluto
 from tests import test_pacemaker
 from tripleo_ipsec import heat
+from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import plan
 from tripleo_ipsec import steps
 from tripleo_ipsec import synth
@@ -83,16 +84,8 @@ class TestDeploy(base.TestCase):
         rc, stats, data = self.nodes.run(
             playbook, self.inventory(outputs, tripleo_ipsec_cib_file=self.cib),
             '-e', '@' + global_vars, *args)
-        failed = [(t['name'], h, r.get('msg')) for t in data['tasks']
-                  for h, r in t['hosts'].items() if r.get('failed')]
-        self.assertEqual((0, []), (rc, failed), stats)
-        results = {}
-        for task in data['tasks']:
-            for host, result in task['hosts'].items():
-                if not result.get('skipped'):
-                    results.setdefault(task['name'].split(' : ')[-1], {}) \
-                        .setdefault(host, []).append(result)
-        return results
+        self.assertEqual((0, []), (rc, overcloud.failures(data)), stats)
+        return overcloud.by_task(data)
 
     def loaded(self):
         return {n: set(node.conns()) for n, node in self.nodes.nodes.items()}

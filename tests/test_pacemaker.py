@@ -8,6 +8,7 @@ import shutil
 
 from tests import base
 from tests import pluto
+from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import names
 from tripleo_ipsec import pacemaker
 
@@ -37,29 +38,8 @@ def cluster_cib(test, path, vips):
     The agent is installed where the package puts it: pcs checks a
     resource's parameters against its metadata (left there; tests share it).
     """
-    os.makedirs(os.path.dirname(INSTALLED), exist_ok=True)
-    tmp = '%s.%d' % (INSTALLED, os.getpid())
-    shutil.copy(AGENT, tmp)
-    os.rename(tmp, INSTALLED)
-    env = dict(os.environ, CIB_file=path)
-
-    def run_ok(args):
-        result = pluto.run(args, env=env)
-        test.assertEqual(0, result.returncode, '%s: %s' % (
-            ' '.join(args), result.stderr))
-        return result.stdout
-    with open(path, 'w') as f:
-        f.write(run_ok(['cibadmin', '--empty']))
-    run_ok(['pcs', '-f', path, 'property', 'set', 'stonith-enabled=false'])
-    for i, node in enumerate(CONTROLLERS, 1):
-        run_ok(['cibadmin', '-C', '-o', 'nodes', '-X',
-                '<node id="%d" uname="%s"/>' % (i, node)])
-    # the VIPs as THT's pacemaker profile creates them
-    for vip in vips:
-        run_ok(['pcs', '-f', path, 'resource', 'create',
-                names.vip_ip_resource(vip.address), 'ocf:heartbeat:IPaddr2',
-                'ip=%s' % vip.address, 'cidr_netmask=32', 'op', 'monitor',
-                'interval=10s'])
+    overcloud.install_agent()
+    overcloud.make_cib(path, vips, CONTROLLERS)
 
 
 class TestPacemakerPlan(base.TestCase):

@@ -275,8 +275,12 @@ class Failover(object):
             seen = {spi for ts, spi in esp if ts < start}
             new = [ts for ts, spi in esp if start <= ts < end
                    and spi not in seen]
+            # from the last reply before the move to the first after it;
+            # no reply after it: the whole window is out
             window = [t for t in replies if start - 1 <= t < end]
             gaps = [b - a for a, b in zip(window, window[1:])]
+            if not window or window[-1] < start:
+                gaps.append(end - max(window[-1:] or [start]))
             moves.append({
                 'from': steps[i][0][2], 'to': steps[i][-1][2],
                 'actions': ['%s %s %s' % a for a in steps[i]],
