@@ -198,6 +198,15 @@ def capture(pcap, interface='any', snaplen=512):
                         % f.read().decode(errors='replace').strip())
 
 
+def _gone(pid):
+    """True once PID has exited (a zombie nobody reaped has, too)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except (OSError, IndexError):
+        return True
+
+
 def stop(pid, timeout=10):
     """Stop a capture (or a listener) started earlier, by pid."""
     try:
@@ -206,9 +215,7 @@ def stop(pid, timeout=10):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return
         try:
             if os.waitpid(pid, os.WNOHANG)[0]:

@@ -88,13 +88,30 @@ class Job(object):
                 'ms': int((time.monotonic() - self.start) * 1000)}
 
 
+def reap(known):
+    """Reap exited orphans: the agent is the guest's PID 1."""
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == 'Z' and int(fields[1]) == os.getpid():
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def serve(spool):
     req_dir = os.path.join(spool, 'req')
     res_dir = os.path.join(spool, 'res')
     jobs = {}          # pid or rid -> Job still running
     background = {}    # pid -> Job started by "spawn"
     _write(os.path.join(spool, 'ready.json'), {'pid': os.getpid()})
-    last = time.monotonic()
+    last = reaped = time.monotonic()
     while True:
         busy = False
         for entry in sorted(os.listdir(req_dir)):
@@ -152,6 +169,10 @@ def serve(spool):
         now = time.monotonic()
         if busy or jobs:
             last = now
+        if now - reaped > 0.5:
+            reaped = now
+            reap({j.proc.pid for j in list(jobs.values()) +
+                  list(background.values()) if j.proc})
         if not busy:
             time.sleep(POLL_BUSY if now - last < BUSY_FOR else POLL_IDLE)
 

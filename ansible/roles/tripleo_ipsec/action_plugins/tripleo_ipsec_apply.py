@@ -13,6 +13,8 @@
 
 One task, one module run per node: the bundle's files travel as a module
 argument that the module marks no_log, so no key reaches Ansible's output.
+With ``agent_dir`` the VIPs' OCF agent travels along, from the role's
+``files/ocf/vip``.
 """
 
 import os
@@ -31,7 +33,15 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
         src = args.pop('src', None)
+        agent_dir = args.pop('agent_dir', None)
         args.setdefault('manifest', names.MANIFEST)
+        if agent_dir:
+            # the VIPs' OCF agent, from the role's files, in the same run
+            source = self._find_needle('files', 'ocf/%s' % names.OCF_TYPE)
+            with open(source) as f:
+                args['agent'] = {'dest': os.path.join(agent_dir,
+                                                      names.OCF_TYPE),
+                                 'content': f.read()}
         if args.get('state', 'present') == 'present':
             if not src or not os.path.isdir(src):
                 raise AnsibleActionFail('src must be the node\'s rendered '

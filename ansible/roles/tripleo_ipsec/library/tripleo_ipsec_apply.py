@@ -63,6 +63,13 @@ options:
     description: Seconds any one libreswan command may take.
     type: int
     default: 120
+  agent:
+    description:
+      - The VIPs' OCF agent, as C({dest, content}), installed (mode 0755)
+        with C(present) and removed with C(absent).  The action plugin
+        fills C(content) from the role's C(files/ocf/vip) when the task
+        gives C(agent_dir).
+    type: dict
 '''
 
 import json  # noqa: E402
@@ -103,6 +110,23 @@ def _write(path, content, mode):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def agent(module, spec, state):
+    """Install or remove the OCF agent; True when that changed it."""
+    path = spec['dest']
+    if state == 'absent':
+        if not os.path.exists(path):
+            return False
+        if not module.check_mode:
+            os.unlink(path)
+        return True
+    content = spec['content'].encode()
+    if _same(path, content, 0o755):
+        return False
+    if not module.check_mode:
+        _write(path, content, 0o755)
+    return True
 
 
 def _loaded(status):
@@ -210,6 +234,7 @@ def main():
             initiate=dict(type='bool', default=True),
             vips=dict(type='bool', default=True),
             timeout=dict(type='int', default=120),
+            agent=dict(type='dict', no_log=True),
         ),
         required_if=[('state', 'present', ['files'])],
         supports_check_mode=True,
@@ -229,6 +254,10 @@ def main():
         else:
             changed, result = absent(module, lw, params['root'],
                                      params['manifest'])
+        if params['agent']:
+            result['agent'] = [params['agent']['dest']] if agent(
+                module, params['agent'], params['state']) else []
+            changed = changed or bool(result['agent'])
     except (LibreswanError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     summary = {k: len(v) for k, v in result.items()}
