@@ -20,8 +20,9 @@ description:
     C(stop) stops both and counts, per network, the packets to or from the
     targets that are not ESP, IKE, ARP or neighbour discovery, and the
     marker's appearances.  C(stop) fails when a protected network shows
-    either, or when an unprotected network with targets shows no marker
-    (then the capture could not have seen cleartext either).
+    either, when an unprotected network with targets shows no marker
+    (then the capture could not have seen cleartext either), and when
+    there is no target at all (nothing was proven).
 options:
   phase:
     description: Which step of the probe.
@@ -117,6 +118,11 @@ def finish(module, p):
     if protected is None:
         with open(p['manifest']) as f:
             protected = json.load(f).get('networks', [])
+    if not p['targets']:
+        # nothing sent, nothing proven: an inventory without tripleo-common's
+        # tripleo_role_networks and <network>_ip variables gets here
+        module.fail_json(msg='no peers to probe: the inventory gives no '
+                         'tripleo_role_networks/<network>_ip for them')
     by_net = {}
     for t in p['targets']:
         by_net.setdefault(t['network'], []).append(t['address'])
