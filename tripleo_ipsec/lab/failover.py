@@ -207,16 +207,7 @@ class Failover(object):
         pcap = os.path.join(self.dir, '%s.pcap' % mode)
         ping = os.path.join(self.dir, '%s-ping.txt' % mode)
         bridge = self.oc.bridges[self.vip.network]
-        cap = self.lab.guest.spawn(
-            ['/bin/sh', '-c', 'exec tcpdump -i %s -nn -U --immediate-mode '
-             '-s 256 -w %s host %s 2> %s.log' % (
-                 bridge, pcap, self.vip.address, pcap)])
-        for _ in range(300):
-            if not self.lab.guest.run(['grep', '-q', 'listening on',
-                                       pcap + '.log'], check=False).\
-                    returncode:
-                break
-            time.sleep(0.05)
+        cap = self.lab.tcpdump(bridge, pcap, 'host %s' % self.vip.address)
         # the VIP comes up where pacemaker starts it, then the peer talks
         for res, action, node in steps[0]:
             self.act(mode, res, action, node)

@@ -102,24 +102,24 @@ class Lab(object):
         return {c.name for c in self.oc.plan.hosts[name].conns
                 if c.kind == plan.HOST}
 
+    def tcpdump(self, bridge, pcap, bpf=''):
+        """Start tcpdump on a bridge of the guest; its pid once it listens."""
+        pid = self.guest.spawn(['/bin/sh', '-c', 'exec tcpdump -i %s -nn -U '
+                                '--immediate-mode -s 512 -w %s %s 2> %s.log'
+                                % (bridge, pcap, bpf, pcap)])
+        for _ in range(300):
+            if not self.guest.run(['grep', '-q', 'listening on',
+                                   pcap + '.log'], check=False).returncode:
+                return pid
+            time.sleep(0.05)
+        raise RuntimeError('tcpdump on %s did not start' % bridge)
+
     def capture(self, tag, networks=None):
         """Start tcpdump on every network's bridge; {network: (pid, pcap)}."""
         caps = {}
         for net in sorted(networks or self.oc.bridges):
             pcap = os.path.join(self.work, 'pcap', '%s-%s.pcap' % (tag, net))
-            log = pcap + '.log'
-            pid = self.guest.spawn(['/bin/sh', '-c', 'exec tcpdump -i %s -nn '
-                                    '-U --immediate-mode -s 512 -w %s '
-                                    '2> %s' % (
-                                        self.oc.bridges[net], pcap, log)])
-            caps[net] = (pid, pcap)
-        for net, (pid, pcap) in caps.items():
-            for _ in range(300):
-                if not self.guest.run(['grep', '-q', 'listening on',
-                                       pcap + '.log'], check=False).\
-                        returncode:
-                    break
-                time.sleep(0.05)
+            caps[net] = (self.tcpdump(self.oc.bridges[net], pcap), pcap)
         return caps
 
     def analyse(self, caps):
