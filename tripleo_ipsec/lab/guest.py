@@ -17,6 +17,7 @@ through: the lab's Ansible interpreter for each node is this.
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,10 @@ class Guest(object):
     def boot(self, wait=120):
         for sub in ('spool/req', 'spool/res', 'spool/in', 'uml'):
             os.makedirs(os.path.join(self.work, sub), exist_ok=True)
+        # the agent runs from the work directory: the guest hides the host's
+        # /tmp (and a checkout there) under a tmpfs of its own
+        agent = os.path.join(self.work, 'agent.py')
+        shutil.copy(os.path.join(HERE, 'agent.py'), agent)
         ready = os.path.join(self.work, 'spool', 'ready.json')
         if os.path.exists(ready):
             os.unlink(ready)
@@ -110,7 +115,7 @@ class Guest(object):
                 'uml_dir=%s' % os.path.join(self.work, 'uml'),
                 'con=null', 'con0=fd:0,fd:1', 'quiet',
                 'LAB_WORK=%s' % self.work,
-                'LAB_AGENT=%s' % os.path.join(HERE, 'agent.py')]
+                'LAB_AGENT=%s' % agent]
         start = time.monotonic()
         with open(os.path.join(self.work, 'console.log'), 'ab') as log:
             self.proc = subprocess.Popen(
