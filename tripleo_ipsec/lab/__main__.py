@@ -1,11 +1,13 @@
 """python -m tripleo_ipsec.lab: run the lab scenario, print a summary."""
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
 
 from tripleo_ipsec.lab import run
+from tripleo_ipsec import synth
 
 
 def main(argv=None):
@@ -18,6 +20,10 @@ def main(argv=None):
         help='output directory (report.json, pcaps, logs)')
     parser.add_argument('--controllers', type=int, default=3)
     parser.add_argument('--computes', type=int, default=2)
+    parser.add_argument('--network', action='append', metavar='NAME=CIDR',
+                        help='give one of the networks (ctlplane, external, '
+                        'internal_api, storage, storage_mgmt, tenant) '
+                        'another subnet, IPv4 or IPv6; repeatable')
     parser.add_argument('--timeout', type=int, default=1200,
                         help='the guest is killed after this many seconds')
     parser.add_argument('--failover', type=int, default=0, metavar='MOVES',
@@ -25,10 +31,21 @@ def main(argv=None):
                         'with our agent and with tripleo-ipsec\'s road '
                         'warrior and the stock ocf:heartbeat:ipsec')
     args = parser.parse_args(argv)
+    networks = dict(synth.DEFAULT_NETWORKS)
+    for item in args.network or ():
+        name, _, cidr = item.partition('=')
+        if name not in networks:
+            parser.error('--network: no network %r (one of %s)'
+                         % (name, ', '.join(sorted(networks))))
+        try:
+            networks[name] = (str(ipaddress.ip_network(cidr)),)
+        except ValueError as e:
+            parser.error('--network %s: %s' % (item, e))
     if os.path.exists(os.path.join(args.out, 'report.json')):
         parser.error('%s already holds a report' % args.out)
     report = run.Lab(args.out, args.controllers, args.computes,
-                     args.timeout, failover=args.failover).run()
+                     args.timeout, failover=args.failover,
+                     networks=networks).run()
     return 0 if report['ok'] else 1
 
 

@@ -29,13 +29,14 @@ LEGACY_PSK = 'tripleo-ipsec-lab-legacy-psk-not-a-secret-0123456789'
 class Lab(object):
 
     def __init__(self, work, controllers=3, computes=2, timeout=1200,
-                 out=sys.stdout, failover=0):
+                 out=sys.stdout, failover=0, networks=None):
         self.work = os.path.abspath(work)
         self.controllers = controllers
         self.computes = computes
         self.timeout = timeout
         self.out = out
         self.failover_moves = failover
+        self.networks = networks
         self.report = {'work': self.work, 'phases': [], 'checks': []}
         self.guest = None
         self.oc = None
@@ -188,7 +189,8 @@ class Lab(object):
 
     def build(self):
         self.oc = overcloud.Overcloud(self.guest, self.work,
-                                      self.controllers, self.computes)
+                                      self.controllers, self.computes,
+                                      networks=self.networks)
         self.oc.build()
         self.report['nodes'] = sorted(self.oc.nodes)
         self.report['networks'] = {
