@@ -44,7 +44,7 @@ def _tcpdump(args, timeout):
         raise WireError('tcpdump: %s' % e)
 
 
-def _select(pcap, bpf, timeout):
+def select(pcap, bpf='', timeout=60):
     """The packets of PCAP matching BPF, as pcap bytes (tcpdump -w -)."""
     result = _tcpdump(['-r', pcap, '-w', '-'] + ([bpf] if bpf else []),
                       timeout)
@@ -56,17 +56,31 @@ def _select(pcap, bpf, timeout):
     return result.stdout
 
 
-def _records(data):
-    """How many packets pcap bytes hold (walks the record headers)."""
+def _frames(data):
+    """Pcap bytes as (link type, [(time, frame bytes)]).
+
+    The one walk of the record headers that counting and parsing share.
+    """
     if len(data) < 24:
-        return 0
-    order = 'little' if data[:4] in (b'\xd4\xc3\xb2\xa1',
-                                     b'\x4d\x3c\xb2\xa1') else 'big'
-    offset, n = 24, 0
+        return None, []
+    magic = data[:4]
+    order = 'little' if magic in (b'\xd4\xc3\xb2\xa1',
+                                  b'\x4d\x3c\xb2\xa1') else 'big'
+    fraction = 1e9 if magic in (b'\x4d\x3c\xb2\xa1',
+                                b'\xa1\xb2\x3c\x4d') else 1e6
+    frames, offset = [], 24
     while offset + 16 <= len(data):
-        offset += 16 + int.from_bytes(data[offset + 8:offset + 12], order)
-        n += 1
-    return n
+        ts = (int.from_bytes(data[offset:offset + 4], order) +
+              int.from_bytes(data[offset + 4:offset + 8], order) / fraction)
+        length = int.from_bytes(data[offset + 8:offset + 12], order)
+        frames.append((ts, data[offset + 16:offset + 16 + length]))
+        offset += 16 + length
+    return int.from_bytes(data[20:24], order), frames
+
+
+def _records(data):
+    """How many packets pcap bytes hold."""
+    return len(_frames(data)[1])
 
 
 # link type -> (offset of the ethertype, offset of the network header)
@@ -80,21 +94,9 @@ def packets(data):
     source, destination and protocol are None when the packet is not IP.
     Only the link and IP headers are read; tcpdump classifies.
     """
-    if len(data) < 24:
-        return
-    magic = data[:4]
-    order = 'little' if magic in (b'\xd4\xc3\xb2\xa1',
-                                  b'\x4d\x3c\xb2\xa1') else 'big'
-    fraction = 1e9 if magic in (b'\x4d\x3c\xb2\xa1',
-                                b'\xa1\xb2\x3c\x4d') else 1e6
-    ether, l3 = _LINKS.get(int.from_bytes(data[20:24], order), (None, None))
-    offset = 24
-    while offset + 16 <= len(data):
-        ts = (int.from_bytes(data[offset:offset + 4], order) +
-              int.from_bytes(data[offset + 4:offset + 8], order) / fraction)
-        length = int.from_bytes(data[offset + 8:offset + 12], order)
-        pkt = data[offset + 16:offset + 16 + length]
-        offset += 16 + length
+    link, frames = _frames(data)
+    ether, l3 = _LINKS.get(link, (None, None))
+    for ts, pkt in frames:
         src = dst = proto = None
         payload = pkt
         if ether is not None:
@@ -122,11 +124,6 @@ def read(pcap):
         return f.read()
 
 
-def select(pcap, bpf, timeout=60):
-    """The packets of PCAP matching BPF, as pcap bytes."""
-    return _select(pcap, bpf, timeout)
-
-
 def by_peer(pcap, groups, marker=MARKER, timeout=60):
     """Count per group of peers, in one tcpdump pass.
 
@@ -146,13 +143,13 @@ def by_peer(pcap, groups, marker=MARKER, timeout=60):
                 if key == 'packets':
                     result[group]['marker'] += payload.count(marker)
     tally(read(pcap), 'packets')
-    tally(_select(pcap, 'not (%s)' % ALLOWED, timeout), 'cleartext')
+    tally(select(pcap, 'not (%s)' % ALLOWED, timeout), 'cleartext')
     return result
 
 
 def count(pcap, bpf='', timeout=60):
     """Packets in PCAP that match BPF."""
-    return _records(_select(pcap, bpf, timeout))
+    return _records(select(pcap, bpf, timeout))
 
 
 def cleartext(pcap, bpf='', timeout=60):
@@ -164,12 +161,12 @@ def cleartext(pcap, bpf='', timeout=60):
 
 def marker_hits(pcap, bpf='', marker=MARKER, timeout=60):
     """How often MARKER appears in the packets of PCAP that match BPF."""
-    return _select(pcap, bpf, timeout).count(marker)
+    return select(pcap, bpf, timeout).count(marker)
 
 
 def analyse(pcap, bpf='', marker=MARKER, timeout=60):
     """{packets, cleartext, marker} of the packets of PCAP matching BPF."""
-    data = _select(pcap, bpf, timeout)
+    data = select(pcap, bpf, timeout)
     return {'packets': _records(data),
             'cleartext': cleartext(pcap, bpf, timeout),
             'marker': data.count(marker)}

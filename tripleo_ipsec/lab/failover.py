@@ -194,8 +194,8 @@ class Failover(object):
                           check=False)
         node = self.oc.nodes[self.peer.name]
         self.lab.guest.run(
-            ['/usr/libexec/ipsec/addconn', '--ctlsocket', node['ctlsocket'],
-             '--config', '/etc/ipsec.conf', self.client],
+            [os.path.join(overcloud.LIBEXEC, 'addconn'), '--ctlsocket',
+             node['ctlsocket'], '--config', '/etc/ipsec.conf', self.client],
             netns=self.peer.name)
         self.oc.whack(self.peer.name, '--name', self.client, '--initiate',
                       '--asynchronous')

@@ -215,11 +215,15 @@ class Overcloud(object):
         self.parallel_start([h.name for h in new])
         return [h.name for h in new]
 
+    @staticmethod
+    def parallel(func, names):
+        """{name: func(name)}, the calls side by side (guest requests)."""
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return dict(zip(names, pool.map(func, names)))
+
     def parallel_start(self, names, config=None, secrets=None):
         """Start the plutos of NAMES side by side."""
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: self.start_pluto(n, config, secrets),
-                          names))
+        self.parallel(lambda n: self.start_pluto(n, config, secrets), names)
 
     def _prefix(self, net, address):
         import ipaddress

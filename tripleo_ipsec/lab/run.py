@@ -7,7 +7,6 @@ prints one progress line, and everything it saw goes into
 to it).  ``report['ok']`` is true only when every check holds.
 """
 
-import concurrent.futures
 import json
 import os
 import re
@@ -77,10 +76,6 @@ class Lab(object):
         return path
 
     # -- helpers ----------------------------------------------------------
-    def parallel(self, func, items):
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            return dict(zip(items, pool.map(func, items)))
-
     def all_sas(self):
         """{node: {conn name: newest child SA serial}}, in one request."""
         names = sorted(self.oc.nodes)
@@ -290,7 +285,7 @@ class Lab(object):
     # -- bring-up time: ours against tripleo-ipsec's style ---------------
     def restart_plutos(self, config=None, secrets=None):
         names = sorted(self.oc.nodes)
-        self.parallel(self.oc.stop_pluto, names)
+        self.oc.parallel(self.oc.stop_pluto, names)
         start_at = time.monotonic()
         self.oc.parallel_start(names, config, secrets)
         return start_at
@@ -357,7 +352,7 @@ class Lab(object):
                                  self.oc.nodes[name]['ctlsocket'], c)
                 for c in initiators[name]) or 'true'],
                 netns=self.oc.nodes[name]['netns'])
-        self.parallel(initiate, sorted(self.oc.nodes))
+        self.oc.parallel(initiate, sorted(self.oc.nodes))
         ours_ms = self.wait_up(ours, start_at)
         from_initiate = int((time.monotonic() - initiate_at) * 1000)
         legacy = self.legacy_files()
