@@ -9,7 +9,6 @@ proven on the wire.  It asserts every item the report must show.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,22 +18,11 @@ from tripleo_ipsec.lab import guest
 from tripleo_ipsec.lab import run
 
 
-def unavailable():
-    if os.geteuid() != 0:
-        return 'the lab needs root'
-    if not os.path.exists(guest.UML):
-        return 'user-mode-linux is not installed (tools/install)'
-    for tool in ('tcpdump', 'iperf3', 'pcs'):
-        if not shutil.which(tool):
-            return '%s is not installed (tools/install)' % tool
-    return None
-
-
 class TestGuest(base.TestCase):
 
     def setUp(self):
         super(TestGuest, self).setUp()
-        why = unavailable()
+        why = guest.unavailable()
         if why:
             self.skipTest(why)
         self.work = self.tempdir()
@@ -89,7 +77,7 @@ class TestLabEndToEnd(base.TestCase):
 
     def setUp(self):
         super(TestLabEndToEnd, self).setUp()
-        why = unavailable()
+        why = guest.unavailable()
         if why:
             self.skipTest(why)
 

@@ -27,6 +27,13 @@ class TestAgentFile(base.TestCase):
         result = pluto.run(['shellcheck', AGENT])
         self.assertEqual(0, result.returncode, result.stdout)
 
+    def test_reads_the_file_render_names(self):
+        with open(AGENT) as f:
+            text = f.read()
+        vip_file = os.path.basename(names.vip_conf('${OCF_RESKEY_vip_name}'))
+        self.assertIn('VIP_FILE="${OCF_RESKEY_manifest%%/*}/%s"' % vip_file,
+                      text)
+
     def test_meta_data_is_valid(self):
         if not shutil.which('xmllint'):
             self.skipTest('xmllint is not installed '
@@ -122,14 +129,27 @@ class TestAgent(base.TestCase):
         self.assertEqual(0, self.agent('stop'))
         status = self.lw.status()
         self.assertFalse(set(vip['holder']) & set(status))
-        # IPaddr2 stops next; once the VIP is gone the trap is back
+        # until the VIP has left, nothing from it or to it leaves in clear
+        self.assertEqual(['0.0.0.0/0 %s/32' % self.vip.address,
+                          '%s/32 0.0.0.0/0' % self.vip.address],
+                         self.blocks())
+        # IPaddr2 stops next; once the VIP is gone the trap is back, and
+        # then the blocks are lifted
         self.pluto.exec_(['ip', 'addr', 'del', self.vip.address + '/32',
                           'dev', 'lo'])
         deadline = time.monotonic() + 30
-        while self.lw.status()[own[0]].routing != 'prospective erouted':
+        while (self.lw.status()[own[0]].routing != 'prospective erouted' or
+               self.blocks()):
             self.assertLess(time.monotonic(), deadline, 'no trap again')
             time.sleep(0.1)
         self.assertEqual(7, self.agent('monitor'))
+
+    def blocks(self):
+        """The agent's block policies: ['src dst', ...]."""
+        out = self.pluto.exec_(['ip', 'xfrm', 'policy', 'list', 'dir', 'out',
+                                'action', 'block']).stdout
+        return sorted(' '.join(p.split()[0:3:2]) for p in out.split('src ')[1:]
+                      if 'priority 4000000000 ' in p)
 
     def test_monitor_fails_when_a_holder_conn_is_gone(self):
         self.assertEqual(0, self.agent('start'))
@@ -142,6 +162,9 @@ class TestAgent(base.TestCase):
                           'dev', 'lo'])
         self.assertEqual(7, self.agent('monitor'))
         self.assertNotEqual(0, self.agent('start'))
+        # and a start that failed leaves none of its conns behind
+        holder = self.manifest['vips'][self.vip.name]['holder']
+        self.assertFalse(set(holder) & set(self.lw.status()))
 
     def test_validate_all(self):
         self.assertEqual(0, self.agent('validate-all'))

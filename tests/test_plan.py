@@ -8,6 +8,8 @@ import re
 
 from tests import base
 from tripleo_ipsec import errors
+from tripleo_ipsec import libreswan
+from tripleo_ipsec import names
 from tripleo_ipsec import plan
 from tripleo_ipsec import synth
 from tripleo_ipsec import topology
@@ -298,6 +300,27 @@ class TestRender(base.TestCase):
                 self.assertEqual(text.replace('ikev2=insist',
                                               'keyexchange=ikev2'),
                                  tree5[path])
+
+    def test_holder_conns_carry_their_vips_alias(self):
+        the_plan = base.make_plan(base.fixture_topology('stock'))
+        out, _ = self.render(the_plan)
+        kinds = collections.Counter()
+        for host in the_plan.hosts.values():
+            conf = base.read_tree(os.path.join(out, host.name))
+            for conn in host.conns:
+                kinds[conn.kind] += 1
+                if conn.kind == plan.HOST:
+                    continue
+                sections = libreswan.split_conf(
+                    conf[names.vip_conf(conn.vip)])
+                alias = [line.strip() for line in
+                         sections[conn.name].splitlines()
+                         if 'connalias=' in line]
+                # one whack by the alias starts or stops all of a holder's
+                self.assertEqual(
+                    ['connalias=%s' % names.vip_holder_alias(conn.vip)]
+                    if conn.kind == plan.VIP_HOLDER else [], alias)
+        self.assertTrue(kinds[plan.VIP_HOLDER] and kinds[plan.VIP_PEER])
 
     def test_fixtures_are_reproducible(self):
         from tests.fixtures import make

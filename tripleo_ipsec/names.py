@@ -34,6 +34,15 @@ def vip_conn(vip_name, peer):
     return '%s-vip-%s-%s' % (PREFIX, vip_name, peer)
 
 
+def vip_holder_alias(vip_name):
+    """The ``connalias`` every holder conn of a VIP carries.
+
+    The OCF agent initiates and deletes all of a VIP's holder conns with one
+    whack by this name: a failover waits for each command it runs.
+    """
+    return '%s-holders-%s' % (PREFIX, vip_name)
+
+
 def defaults_conn(group):
     """The section a file's conns include with ``also=`` (never loaded)."""
     return '%s-defaults-%s' % (PREFIX, group)

@@ -105,7 +105,10 @@ def host_files(the_plan, host, master_key, derive=None):
             the_plan.hosts[host]).items():
         text = conns_tpl.render(
             context, title=title, defaults=defaults,
-            conns=[(c.name, c.left, c.right, c.auto) for c in conns])
+            conns=[(c.name, c.left, c.right, c.auto,
+                    names.vip_holder_alias(c.vip)
+                    if c.kind == plan_mod.VIP_HOLDER else '')
+                   for c in conns])
         files[conf] = (text, 0o644)
         files[secrets] = (secrets_tpl.render(
             title=title, epoch=epoch,

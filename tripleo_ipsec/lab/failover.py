@@ -17,14 +17,18 @@ lab performs the actions of the VIP's two resources in exactly the order
   VIP holders, ``auto=start`` clients with ``dpdaction=restart``) and the
   stock ``ocf:heartbeat:ipsec`` agent, with its ``fallbacktunnel``.
 
-A compute pings the VIP every 10 ms with the probe's marker throughout,
-while the VIP's network is captured.  Per move: cleartext packets to or
-from the VIP (must be 0), the longest gap between echo replies (the
-outage), and the first ESP from the VIP under an SPI not seen before.
+A compute pings the VIP every 10 ms with the probe's marker throughout
+(with ours, controller-0 too, so that an old holder's own traffic to the
+VIP is on the wire), while the VIP's network is captured.  Per move:
+cleartext packets to or from the VIP (must be 0), the longest gap between
+the compute's echo replies (the outage), and the first ESP from the VIP
+under an SPI not seen before.
 """
 
+import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -55,6 +59,7 @@ class Failover(object):
         self.peer = next(h for h in self.oc.topology.hosts
                          if not h.vip_holder and
                          self.vip.network in h.addresses)
+        self._moves = itertools.count()
         self.dir = os.path.join(lab.work, 'failover')
         os.makedirs(self.dir, exist_ok=True)
 
@@ -97,15 +102,13 @@ class Failover(object):
         return steps
 
     # -- the agents, as pacemaker would run them --------------------------
-    def ipaddr2(self, action, node):
+    def ipaddr2(self, action):
         v = self.vip.address
         if action == 'start':
-            cmd = ('ip addr add %s/32 dev %s && (busybox arping -q -U -c 1 '
-                   '-w 1 -I %s -s %s %s >/dev/null 2>&1 &)'
-                   % (v, self.dev, self.dev, v, v))
-        else:
-            cmd = 'ip addr del %s/32 dev %s' % (v, self.dev)
-        self.lab.guest.run(['sh', '-c', cmd], netns=node)
+            return ('ip addr add %s/32 dev %s && (busybox arping -q -U -c 1 '
+                    '-w 1 -I %s -s %s %s >/dev/null 2>&1 &)'
+                    % (v, self.dev, self.dev, v, v))
+        return 'ip addr del %s/32 dev %s' % (v, self.dev)
 
     def agent(self, mode, action, node):
         env = ['OCF_ROOT=/usr/lib/ocf', 'OCF_RESKEY_vip=%s' % self.vip.address]
@@ -123,11 +126,57 @@ class Failover(object):
                     # this node's pluto
                     'IPSEC_RUNDIR=%s' % self.oc.nodes[node]['rundir']]
             agent = HEARTBEAT_IPSEC
-        result = self.lab.guest.run(['env'] + env + [agent, action],
-                                    netns=node, check=False, timeout=60)
-        if result.returncode:
-            raise RuntimeError('%s %s on %s: rc %d: %s' % (
-                mode, action, node, result.returncode, result.stderr[-300:]))
+        return ' '.join(shlex.quote(a) for a in ['env'] + env +
+                        [agent, action])
+
+    def perform(self, mode, actions):
+        """Run ACTIONS [(resource, action, node)] in order; ms each.
+
+        Pacemaker's executor, already running on every node, forks each
+        agent there.  Likewise one shell per run of consecutive actions on
+        a node enters that node's namespaces as the move begins, then waits
+        on a FIFO until the run before it is done: entering a namespace is
+        the lab's cost, not a failover's.  Times come from /proc/uptime
+        (10 ms steps), read without a fork.
+        """
+        groups = []
+        for i, (res, action, node) in enumerate(actions):
+            cmd = (self.ipaddr2(action) if res == self.ip_res
+                   else self.agent(mode, action, node))
+            if not groups or groups[-1][0] != node:
+                groups.append((node, []))
+            groups[-1][1].append((i, cmd))
+        fifo = '/run/tripleo-ipsec-lab-move-%d' % next(self._moves)
+        fifos = ['%s-%d' % (fifo, g) for g in range(1, len(groups))]
+        script = ['mkfifo %s' % ' '.join(fifos)] if fifos else []
+        script.append('read -r up _ </proc/uptime; echo "@@ - 0 $up"')
+        for g, (node, steps) in enumerate(groups):
+            nxt = fifos[g] if g < len(fifos) else None
+            lines = ['read -r go <%s; [ "$go" = go ] || exit 1'
+                     % fifos[g - 1]] if g else []
+            for i, cmd in steps:
+                lines.append('%s; rc=$?; read -r up _ </proc/uptime; '
+                             'echo "@@ %d $rc $up"' % (cmd, i))
+                lines.append('[ "$rc" = 0 ] || { %sexit "$rc"; }' % (
+                    'echo fail >%s; ' % nxt if nxt else ''))
+            if nxt:
+                lines.append('echo go >%s' % nxt)
+            script.append('ip netns exec %s sh -c %s &' % (
+                node, shlex.quote('\n'.join(lines))))
+        script.append('wait')
+        if fifos:
+            script.append('rm -f %s' % ' '.join(fifos))
+        result = self.lab.guest.run(['sh', '-c', '\n'.join(script)],
+                                    check=False, timeout=120)
+        marks = sorted((line.split()[1:] for line in
+                        result.stdout.splitlines() if line.startswith('@@ ')),
+                       key=lambda m: -1 if m[0] == '-' else int(m[0]))
+        if (len(marks) != len(actions) + 1 or
+                any(rc != '0' for _, rc, _ in marks)):
+            raise RuntimeError('%s %s: %s: %s' % (
+                mode, actions, result.stdout[-300:], result.stderr[-300:]))
+        ups = [float(up) for _, _, up in marks]
+        return [int(round((b - a) * 1000)) for a, b in zip(ups, ups[1:])]
 
     # -- tripleo-ipsec's road-warrior conns -------------------------------
 
@@ -183,22 +232,26 @@ class Failover(object):
             self.oc.whack(host.name, '--rereadsecrets')
         return cluster
 
-    def swap_peer(self, mode):
-        """Load the peer's side of MODE, unload the other's."""
+    def peer_side(self, road_warrior):
+        """Give the peer tripleo-ipsec's road-warrior client, or ours back."""
         ours = [c.name for c in self.oc.plan.hosts[self.peer.name].conns
                 if c.vip == self.vip.name]
-        if mode == 'ours':
-            return
-        for conn in ours:
+        if road_warrior:
+            drop, conf, add = ours, '/etc/ipsec.conf', [self.client]
+        else:
+            drop, conf, add = [self.client], '/' + names.vip_conf(
+                self.vip.name), ours
+        for conn in drop:
             self.oc.whack(self.peer.name, '--name', conn, '--delete',
                           check=False)
-        node = self.oc.nodes[self.peer.name]
         self.lab.guest.run(
             [os.path.join(overcloud.LIBEXEC, 'addconn'), '--ctlsocket',
-             node['ctlsocket'], '--config', '/etc/ipsec.conf', self.client],
-            netns=self.peer.name)
-        self.oc.whack(self.peer.name, '--name', self.client, '--initiate',
-                      '--asynchronous')
+             self.oc.nodes[self.peer.name]['ctlsocket'], '--config',
+             conf] + add, netns=self.peer.name)
+        for conn in add:
+            self.oc.whack(self.peer.name, '--name', conn, *(
+                ('--initiate', '--asynchronous') if road_warrior
+                else ('--route',)))
 
     # -- one mode ---------------------------------------------------------
     def run_mode(self, mode, steps):
@@ -209,47 +262,55 @@ class Failover(object):
         bridge = self.oc.bridges[self.vip.network]
         cap = self.lab.tcpdump(bridge, pcap, 'host %s' % self.vip.address)
         # the VIP comes up where pacemaker starts it, then the peer talks
-        for res, action, node in steps[0]:
-            self.act(mode, res, action, node)
-        self.swap_peer(mode)
-        pinger = self.lab.guest.spawn(
+        self.perform(mode, steps[0])
+        if mode != 'ours':
+            self.peer_side(road_warrior=True)
+        # the peer's pings give the outage; with ours, a controller's too,
+        # so the capture sees what an old holder sends to the VIP's next
+        # holder (the road-warrior setup gave controllers no client conn)
+        talkers = [(self.peer.name, ping)]
+        if mode == 'ours':
+            talkers.append((self.holders[0], os.path.join(
+                self.dir, '%s-ping-%s.txt' % (mode, self.holders[0]))))
+        pingers = [self.lab.guest.spawn(
             ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
-             % (wire.MARKER.hex(), self.vip.address, ping)],
-            netns=self.peer.name)
+             % (wire.MARKER.hex(), self.vip.address, out)], netns=node)
+            for node, out in talkers]
         time.sleep(4)
         starts, took = [], []
         for step in steps[1:]:
             starts.append(time.time())
-            took.append([])
-            for res, action, node in step:
-                begin = time.monotonic()
-                self.act(mode, res, action, node)
-                took[-1].append(int((time.monotonic() - begin) * 1000))
+            took.append(self.perform(mode, step))
             time.sleep(4)
         ends = starts[1:] + [time.time()]
-        self.lab.guest.signal(pinger, 2)
-        self.lab.guest.wait(pinger)
+        for pinger in pingers:
+            self.lab.guest.signal(pinger, 2)
+            self.lab.guest.wait(pinger)
         self.lab.guest.signal(cap, 2)
         self.lab.guest.wait(cap)
         # stop both where the VIP is, as pacemaker would: IPsec side first
         holder = steps[-1][-1][2]
-        self.act(mode, self.ours, 'stop', holder)
-        self.act(mode, self.ip_res, 'stop', holder)
+        self.perform(mode, [(self.ours, 'stop', holder),
+                            (self.ip_res, 'stop', holder)])
         if mode != 'ours':
-            self.oc.whack(self.peer.name, '--name', self.client, '--delete',
-                          check=False)
+            # as the deploy left them: the stock agent leaves the listener
+            # loaded, and pluto believing the VIP is still local
+            for node in self.holders:
+                self.oc.whack(node, '--name', self.listener, '--delete',
+                              check=False)
+                self.oc.whack(node, '--listen')
+                for conn in self.oc.plan.hosts[node].conns:
+                    if conn.vip == self.vip.name and conn.right == \
+                            self.vip.address:
+                        self.oc.whack(node, '--name', conn.name, '--route',
+                                      check=False)
+            self.peer_side(road_warrior=False)
             self.road_warrior_files(remove=True)
         self.lab.guest.run(['sync'])
         result = self.analyse(pcap, ping, starts, ends, steps[1:])
         for move, ms in zip(result['moves'], took):
             move['actions_ms'] = ms
         return result
-
-    def act(self, mode, res, action, node):
-        if res == self.ip_res:
-            self.ipaddr2(action, node)
-        else:
-            self.agent(mode, action, node)
 
     def analyse(self, pcap, ping, starts, ends, steps):
         with open(ping) as f:

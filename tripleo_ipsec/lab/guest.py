@@ -30,6 +30,18 @@ UML = '/usr/bin/linux.uml'
 PYTHON = '/usr/bin/python3'
 
 
+def unavailable():
+    """Why the lab cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return 'the lab needs root'
+    if not os.path.exists(UML):
+        return 'user-mode-linux is not installed (tools/install)'
+    for tool in ('tcpdump', 'iperf3', 'pcs'):
+        if not shutil.which(tool):
+            return '%s is not installed (tools/install)' % tool
+    return None
+
+
 class GuestError(Exception):
     pass
 

@@ -1,0 +1,78 @@
+"""VIP failover in the lab: our OCF agent against tripleo-ipsec's road warrior.
+
+    sudo python bench/failover.py [--moves 5] [--out DIR] [--json FILE]
+
+Boots the lab guest, deploys the simulated overcloud through the real path
+(``tripleo_ipsec.lab``) and moves the internal_api VIP MOVES times, in the
+order ``crm_simulate`` gives for a ``crm_resource --move`` on the deploy's
+CIB, while a compute pings the VIP every 10 ms: first with our conns and
+``ocf:tripleo-ipsec:vip``, then, in the same run, with tripleo-ipsec's
+road-warrior conns and the stock ``ocf:heartbeat:ipsec`` (the baseline).
+Per move: the outage (the longest gap between echo replies), the
+cleartext packets to or from the VIP, and the ratio of our outage to the
+baseline's.  Target: no cleartext, and every outage under 1 s.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from tripleo_ipsec.lab import guest  # noqa: E402
+from tripleo_ipsec.lab import run  # noqa: E402
+
+TARGET_MS = 1000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--moves', type=int, default=5)
+    parser.add_argument('--out', help='the lab\'s work directory (kept)')
+    parser.add_argument('--json', metavar='FILE')
+    args = parser.parse_args()
+    why = guest.unavailable()
+    if why:
+        sys.exit('bench/failover.py: %s' % why)
+    work = args.out or tempfile.mkdtemp(prefix='tripleo-ipsec-failover-')
+    lab = run.Lab(work, failover=args.moves, out=sys.stderr)
+    try:
+        for name, step in (('boot', lab.boot), ('build', lab.build),
+                           ('deploy', lab.first_deploy),
+                           ('failover', lab.failover)):
+            lab.phase(name, step)
+    finally:
+        if lab.guest:
+            lab.guest.close()
+    fail = lab.report['failover']
+    ours, base = fail['ours']['moves'], fail['road-warrior']['moves']
+    print('%4s %-27s %9s %6s %7s %9s %6s %6s' % (
+        'move', 'from -> to', 'ours_ms', 'clear', 'esp_ms', 'base_ms',
+        'clear', 'ratio'))
+    ratios = []
+    for i, (a, b) in enumerate(zip(ours, base), 1):
+        ratios.append(a['outage_ms'] / b['outage_ms'])
+        print('%4d %-27s %9d %6d %7s %9d %6d %6.2f' % (
+            i, '%s -> %s' % (a['from'][-12:], a['to'][-12:]),
+            a['outage_ms'], a['cleartext'], a['esp_restored_ms'],
+            b['outage_ms'], b['cleartext'], ratios[-1]))
+    print('median outage: ours %d ms, baseline %d ms, ratio %.2f' % (
+        statistics.median(a['outage_ms'] for a in ours),
+        statistics.median(b['outage_ms'] for b in base),
+        statistics.median(ratios)))
+    ok = all(a['cleartext'] == 0 and a['outage_ms'] < TARGET_MS
+             for a in ours) and fail['ours']['cleartext_total'] == 0
+    print('target (no cleartext, every outage < %d ms): %s'
+          % (TARGET_MS, 'met' if ok else 'MISSED'))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(fail, target_met=ok), f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
