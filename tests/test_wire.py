@@ -23,6 +23,8 @@ esp = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
 esp.sendto(b'\x00\x00\x10\x00' + b'\x00' * 60, ('127.0.0.1', 0))
 ike = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 ike.sendto(b'\x00' * 40, ('127.0.0.1', 500))
+ike6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+ike6.sendto(b'\x00' * 40, ('::1', 4500))
 srv = socket.socket(); srv.bind(('127.0.0.1', 7655)); srv.listen(1)
 cli = socket.create_connection(('127.0.0.1', 7655))
 cli.sendall(marker); conn, _ = srv.accept(); conn.recv(100)
@@ -62,9 +64,16 @@ class TestWire(base.TestCase):
 
     def test_esp_and_ike_are_not_cleartext_the_rest_is(self):
         total = wire.count(self.pcap)
-        esp_ike = wire.count(self.pcap, 'esp or udp port 500')
-        self.assertEqual(2, esp_ike)
-        self.assertEqual(0, wire.cleartext(self.pcap, 'esp or udp port 500'))
+        # nothing listens for IKE: the kernel answers each datagram with a
+        # port unreachable, which quotes it and is no cleartext
+        unreachable = ('(icmp and icmp[0] == 3) or '
+                       '(icmp6 and ip6[6] == 58 and ip6[40] == 1)')
+        self.assertEqual(2, wire.count(self.pcap, unreachable))
+        self.assertEqual(0, wire.cleartext(self.pcap, unreachable))
+        ike = 'esp or udp port 500 or udp port 4500'
+        esp_ike = wire.count(self.pcap, '%s or %s' % (ike, unreachable))
+        self.assertEqual(5, esp_ike)
+        self.assertEqual(0, wire.cleartext(self.pcap, ike))
         self.assertEqual(total - esp_ike, wire.cleartext(self.pcap))
         # 2 echo requests + 2 replies, 2 whole copies each; TCP once
         self.assertEqual(4 * 2 + 1, wire.marker_hits(self.pcap))
@@ -74,11 +83,12 @@ class TestWire(base.TestCase):
         self.assertEqual(
             {'packets': 0, 'cleartext': 0, 'marker': 0},
             wire.analyse(self.pcap, 'host 192.0.2.1'))
-        # the same, attributed by address: everything is 127.0.0.1's
+        # the same, attributed by address: the IKE datagram to ::1 and its
+        # port unreachable are ::1's, everything else 127.0.0.1's
         self.assertEqual(
-            {'lo': {'packets': total, 'cleartext': total - esp_ike,
+            {'lo': {'packets': total - 2, 'cleartext': total - esp_ike,
                     'marker': 9},
-             'other': {'packets': 0, 'cleartext': 0, 'marker': 0}},
+             'other': {'packets': 2, 'cleartext': 0, 'marker': 0}},
             wire.by_peer(self.pcap, {'lo': ['127.0.0.1'],
                                      'other': ['::1', '192.0.2.1']}))
 

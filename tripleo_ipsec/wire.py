@@ -1,7 +1,8 @@
 """What is on the wire: captures, probe traffic, cleartext counts.
 
-A protected network must carry nothing but ESP, IKE (UDP 500/4500), ARP
-and IPv6 neighbour discovery (with its MLD reports).  ``count`` asks
+A protected network must carry nothing but ESP, IKE (UDP 500/4500, and
+ICMP errors about it), ARP and IPv6 neighbour discovery (with its MLD
+reports).  ``count`` asks
 tcpdump, the real tool, to classify a capture; ``marker_hits`` counts a
 probe's marker in the bytes of the packets a filter selects, so a payload
 sent in the clear is found whatever its protocol.  ``send`` sends ICMP and
@@ -27,7 +28,18 @@ MLD = ('((ip6 src net fe80::/10 or ip6 src ::) and ip6 dst net ff02::/16 '
        'and ip6[6] == 0 '
        'and ip6[40] == 58 and (ip6[48] == 143 or '
        '(ip6[48] >= 130 and ip6[48] <= 132)))')
-ALLOWED = 'esp or udp port 500 or udp port 4500 or arp or %s or %s' % (ND, MLD)
+# An ICMP error about an IKE datagram quotes that datagram, which is in the
+# clear by design (a VIP's new holder answers IKE that way until its pluto
+# listens on the VIP): destination unreachable, quoting an IP header (IPv4
+# without options) and UDP from or to port 500 or 4500.
+IKE_ERROR = ('(icmp and icmp[0] == 3 and icmp[8] == 0x45 and icmp[17] == 17 '
+             'and (icmp[28:2] == 500 or icmp[28:2] == 4500 or '
+             'icmp[30:2] == 500 or icmp[30:2] == 4500))')
+IKE_ERROR6 = ('(ip6 and ip6[6] == 58 and ip6[40] == 1 and ip6[54] == 17 '
+              'and (ip6[88:2] == 500 or ip6[88:2] == 4500 or '
+              'ip6[90:2] == 500 or ip6[90:2] == 4500))')
+ALLOWED = ('esp or udp port 500 or udp port 4500 or arp or %s or %s or %s '
+           'or %s' % (ND, MLD, IKE_ERROR, IKE_ERROR6))
 MARKER = b'tripleo-ipsec:pb'   # 16 bytes: all that ping -p takes
 PORT = 7655
 
