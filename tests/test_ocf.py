@@ -122,6 +122,10 @@ class TestAgent(base.TestCase):
         self.assertEqual(0, self.agent('start'))
         status = self.lw.status()
         self.assertEqual(set(vip['holder']), set(vip['holder']) & set(status))
+        # each holder conn traps before its SA is in: nothing the VIP
+        # answers in between leaves in clear
+        self.assertEqual({'prospective erouted'},
+                         {status[n].routing for n in vip['holder']})
         # traffic to the VIP is local now: no trap towards it
         self.assertEqual('unrouted', status[own[0]].routing)
         self.assertEqual(0, self.agent('monitor'))
