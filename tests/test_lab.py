@@ -135,6 +135,9 @@ class TestLabEndToEnd(base.TestCase):
         self.assertEqual(0, fail['ours']['cleartext_total'])
         # the comparison ran the same moves
         self.assertEqual(5, len(fail['road-warrior']['moves']))
+        # why the lab runs IPaddr2's kernel side, not IPaddr2: measured
+        self.assertGreater(fail['real_ipaddr2']['start_ms'], 0)
+        self.assertGreater(fail['real_ipaddr2']['stop_ms'], 0)
         self.assertGreater(report['iperf3']['esp']['mbit_s'], 0)
         # the evidence is left as files
         for name in ('verify-playbook.json', 'deploy-deploy.json',

@@ -470,6 +470,11 @@ def summary(report):
                      'pinging every 10 ms (outage target %d ms: %s):'
                      % (fail['vip'], fail['peer'], fail['outage_target_ms'],
                         'met' if fail['outage_target_met'] else 'NOT met'))
+        real = fail.get('real_ipaddr2')
+        if real:
+            lines.append('    (the real ocf:heartbeat:IPaddr2 here: start '
+                         '%d ms, stop %d ms)' % (real['start_ms'],
+                                                 real['stop_ms']))
         for mode in ('ours', 'road-warrior'):
             for i, m in enumerate(fail[mode]['moves'], 1):
                 lines.append('    %-12s move %d %s -> %s: cleartext %d, '
