@@ -46,6 +46,8 @@ HEARTBEAT_IPSEC = '/usr/lib/ocf/resource.d/heartbeat/ipsec'
 HEARTBEAT_IPADDR2 = '/usr/lib/ocf/resource.d/heartbeat/IPaddr2'
 LEGACY_PSK = 'tripleo-ipsec-lab-road-warrior-psk-not-a-secret-0123'
 ESP = 50
+# the guest's clock, read into $up without a fork (10 ms steps)
+UPTIME = 'read -r up _ </proc/uptime'
 
 
 class Failover(object):
@@ -58,6 +60,7 @@ class Failover(object):
         self.ip_res = names.vip_ip_resource(self.vip.address)
         self.ours = self.vip.resource['id']
         self.dev = self.vip.network[:15]
+        self.bits = 128 if ':' in self.vip.address else 32
         self.holders = [h.name for h in self.oc.topology.hosts
                         if h.vip_holder]
         self.peer = next(h for h in self.oc.topology.hosts
@@ -107,8 +110,7 @@ class Failover(object):
 
     # -- the agents, as pacemaker would run them --------------------------
     def ipaddr2(self, action):
-        v = self.vip.address
-        bits = 128 if ':' in v else 32
+        v, bits = self.vip.address, self.bits
         if action == 'start':
             cmd = 'ip addr add %s/%d dev %s' % (v, bits, self.dev)
             if bits == 32:
@@ -126,10 +128,10 @@ class Failover(object):
         """
         env = ' '.join('%s=%s' % kv for kv in (
             ('OCF_ROOT', '/usr/lib/ocf'), ('OCF_RESKEY_ip', self.vip.address),
-            ('OCF_RESKEY_cidr_netmask', 128 if ':' in self.vip.address
-             else 32), ('OCF_RESKEY_nic', self.dev),
+            ('OCF_RESKEY_cidr_netmask', self.bits),
+            ('OCF_RESKEY_nic', self.dev),
             ('OCF_RESOURCE_INSTANCE', self.ip_res)))
-        stamp = 'read -r up _ </proc/uptime; echo "$up"'
+        stamp = UPTIME + '; echo "$up"'
         out = self.lab.guest.run(['sh', '-c', '; '.join(
             [stamp] + ['env %s %s %s >/dev/null && %s' % (
                 env, HEARTBEAT_IPADDR2, action, stamp)
@@ -178,14 +180,14 @@ class Failover(object):
         fifo = '/run/tripleo-ipsec-lab-move-%d' % next(self._moves)
         fifos = ['%s-%d' % (fifo, g) for g in range(1, len(groups))]
         script = ['mkfifo %s' % ' '.join(fifos)] if fifos else []
-        script.append('read -r up _ </proc/uptime; echo "@@ - 0 $up"')
+        script.append(UPTIME + '; echo "@@ - 0 $up"')
         for g, (node, steps) in enumerate(groups):
             nxt = fifos[g] if g < len(fifos) else None
             lines = ['read -r go <%s; [ "$go" = go ] || exit 1'
                      % fifos[g - 1]] if g else []
             for i, cmd in steps:
-                lines.append('%s; rc=$?; read -r up _ </proc/uptime; '
-                             'echo "@@ %d $rc $up"' % (cmd, i))
+                lines.append('%s; rc=$?; %s; echo "@@ %d $rc $up"'
+                             % (cmd, UPTIME, i))
                 lines.append('[ "$rc" = 0 ] || { %sexit "$rc"; }' % (
                     'echo fail >%s; ' % nxt if nxt else ''))
             if nxt:
@@ -261,10 +263,14 @@ class Failover(object):
             self.oc.whack(host.name, '--rereadsecrets')
         return cluster
 
+    def towards_vip(self, host):
+        """HOST's own conns towards the VIP (its trap when it is a peer)."""
+        return [c.name for c in self.oc.plan.hosts[host].conns
+                if c.vip == self.vip.name and c.right == self.vip.address]
+
     def peer_side(self, road_warrior):
         """Give the peer tripleo-ipsec's road-warrior client, or ours back."""
-        ours = [c.name for c in self.oc.plan.hosts[self.peer.name].conns
-                if c.vip == self.vip.name]
+        ours = self.towards_vip(self.peer.name)
         if road_warrior:
             drop, conf, add = ours, '/etc/ipsec.conf', [self.client]
         else:
@@ -328,11 +334,9 @@ class Failover(object):
                 self.oc.whack(node, '--name', self.listener, '--delete',
                               check=False)
                 self.oc.whack(node, '--listen')
-                for conn in self.oc.plan.hosts[node].conns:
-                    if conn.vip == self.vip.name and conn.right == \
-                            self.vip.address:
-                        self.oc.whack(node, '--name', conn.name, '--route',
-                                      check=False)
+                for conn in self.towards_vip(node):
+                    self.oc.whack(node, '--name', conn, '--route',
+                                  check=False)
             self.peer_side(road_warrior=False)
             self.road_warrior_files(remove=True)
         self.lab.guest.run(['sync'])
