@@ -2,7 +2,7 @@
 
 Pacemaker itself does not drive the lab: on the guest's one CPU, where a
 fork costs 10-110 ms, the real ``ocf:heartbeat:IPaddr2`` alone takes about
-1.4 s to start and 1.1 s to stop (each report measures it again), more
+1.2-1.4 s to start and 1.1-1.4 s to stop (each report measures it), more
 than the whole 1 s outage target, and a 3-node corosync + pacemaker
 cluster tried in the guest elected a DC but never had the other two
 controllers join within 4 minutes.  Instead pacemaker's own scheduler
