@@ -8,9 +8,14 @@ order ``crm_simulate`` gives for a ``crm_resource --move`` on the deploy's
 CIB, while a compute pings the VIP every 10 ms: first with our conns and
 ``ocf:tripleo-ipsec:vip``, then, in the same run, with tripleo-ipsec's
 road-warrior conns and the stock ``ocf:heartbeat:ipsec`` (the baseline).
-Per move: the outage (the longest gap between echo replies), the
-cleartext packets to or from the VIP, and the ratio of our outage to the
-baseline's.  Target: no cleartext, and every outage under 1 s.
+Per move: the outage as the compute saw it (the longest gap between its
+echo replies, counted on those from the node that should hold the VIP
+after the move; tripleo_ipsec/lab/outage.py), the cleartext packets to
+or from the VIP, and the ratio of our outage to the baseline's (an upper
+bound where the baseline never recovered: then its window is its
+figure).  Then one control move without the gratuitous ARP, which the
+measure must read as failed.  Target: no cleartext, and every move
+recovered in under 1 s.
 """
 
 import argparse
@@ -32,6 +37,10 @@ TARGET_MS = 1000
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--moves', type=int, default=5)
+    parser.add_argument('--baseline-window', type=float, default=75,
+                        metavar='S', help='seconds a baseline move may take '
+                        'to recover: libreswan 4.10 declares a dead IKEv2 '
+                        'peer after its 60 s retransmit timeout')
     parser.add_argument('--out', help='the lab\'s work directory (kept)')
     parser.add_argument('--json', metavar='FILE')
     args = parser.parse_args()
@@ -39,7 +48,8 @@ def main():
     if why:
         sys.exit('bench/failover.py: %s' % why)
     work = args.out or tempfile.mkdtemp(prefix='tripleo-ipsec-failover-')
-    lab = run.Lab(work, failover=args.moves, out=sys.stderr)
+    lab = run.Lab(work, failover=args.moves, out=sys.stderr,
+                  baseline_window=args.baseline_window)
     try:
         for name, step in (('boot', lab.boot), ('build', lab.build),
                            ('deploy', lab.first_deploy),
@@ -50,27 +60,46 @@ def main():
             lab.guest.close()
     fail = lab.report['failover']
     ours, base = fail['ours']['moves'], fail['road-warrior']['moves']
-    print('%4s %-27s %9s %6s %7s %9s %6s %6s' % (
-        'move', 'from -> to', 'ours_ms', 'clear', 'esp_ms', 'base_ms',
-        'clear', 'ratio'))
+    print('outage: the longest gap between the replies %s saw, counted on '
+          'replies from the new holder (its MAC on the capture); a move '
+          'with none has failed, its window is its figure (*)'
+          % fail['peer'])
+    print('%4s %-27s %8s %8s %6s %7s %9s %6s %7s' % (
+        'move', 'from -> to', 'ours_ms', 'capt_ms', 'clear', 'esp_ms',
+        'base_ms', 'clear', 'ratio'))
     ratios = []
     for i, (a, b) in enumerate(zip(ours, base), 1):
         ratios.append(a['outage_ms'] / b['outage_ms'])
-        print('%4d %-27s %9d %6d %7s %9d %6d %6.2f' % (
+        print('%4d %-27s %7d%s %8d %6d %7s %8d%s %6d %s%.2f' % (
             i, '%s -> %s' % (a['from'][-12:], a['to'][-12:]),
-            a['outage_ms'], a['cleartext'], a['esp_restored_ms'],
-            b['outage_ms'], b['cleartext'], ratios[-1]))
-    print('median outage: ours %d ms, baseline %d ms, ratio %.2f' % (
+            a['outage_ms'], ' ' if a['recovered'] else '*',
+            a['capture_outage_ms'], a['cleartext'], a['esp_restored_ms'],
+            b['outage_ms'], ' ' if b['recovered'] else '*', b['cleartext'],
+            ' ' if b['recovered'] else '<', ratios[-1]))
+    control = fail['ours']['control']
+    print('control, no ARP, %s -> %s: %s' % (
+        control['from'][-12:], control['to'][-12:],
+        'recovered, outage %d ms' % control['outage_ms']
+        if control['recovered'] else
+        'no reply from the new holder in %d ms' % control['outage_ms']))
+    print('median outage: ours %d ms, baseline %d ms%s, ratio %.2f' % (
         statistics.median(a['outage_ms'] for a in ours),
         statistics.median(b['outage_ms'] for b in base),
+        '' if all(b['recovered'] for b in base) else
+        ' (%d of %d moves not recovered in the %.0f s window)' % (
+            len([b for b in base if not b['recovered']]), len(base),
+            fail['windows_s']['road-warrior']),
         statistics.median(ratios)))
     real = fail['real_ipaddr2']
     print('the real ocf:heartbeat:IPaddr2 in this guest: start %d ms, stop '
           '%d ms (the lab does what it does to the kernel instead)'
           % (real['start_ms'], real['stop_ms']))
-    ok = all(a['cleartext'] == 0 and a['outage_ms'] < TARGET_MS
-             for a in ours) and fail['ours']['cleartext_total'] == 0
-    print('target (no cleartext, every outage < %d ms): %s'
+    ok = (all(a['recovered'] and a['cleartext'] == 0 and
+              a['outage_ms'] < TARGET_MS for a in ours) and
+          fail['ours']['cleartext_total'] == 0 and
+          not (control['recovered'] and control['outage_ms'] < TARGET_MS))
+    print('target (no cleartext, every move recovered in < %d ms, the '
+          'control read as failed): %s'
           % (TARGET_MS, 'met' if ok else 'MISSED'))
     if args.json:
         with open(args.json, 'w') as f:

@@ -32,13 +32,23 @@ def unavailable():
     return None
 
 
-def cluster_cib(test, path, vips):
-    """A CIB file of 3 controllers with THT's VIP resources.
+def install_agent():
+    """Install the OCF agent where the package puts it.
 
-    The agent is installed where the package puts it: pcs checks a
-    resource's parameters against its metadata (left there; tests share it).
+    pcs checks a resource's parameters against the agent's metadata, and
+    pacemaker 2.1 finds agents only under /usr/lib/ocf/resource.d (it
+    takes no other path).  Written to a temporary name and renamed, so a
+    concurrent run never reads half an agent.
     """
-    overcloud.install_agent()
+    os.makedirs(os.path.dirname(INSTALLED), exist_ok=True)
+    tmp = '%s.%d' % (INSTALLED, os.getpid())
+    shutil.copy(AGENT, tmp)
+    os.rename(tmp, INSTALLED)
+
+
+def cluster_cib(test, path, vips):
+    """A CIB file of 3 controllers with THT's VIP resources."""
+    install_agent()
     overcloud.make_cib(path, vips, CONTROLLERS)
 
 

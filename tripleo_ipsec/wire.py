@@ -131,6 +131,17 @@ def packets(data):
         yield ts, src, dst, proto, payload
 
 
+def sources(data):
+    """Every packet's (time, link-layer source): 'aa:bb:..' or None.
+
+    Ethernet captures only (a bridge's); in the order of ``packets``.
+    """
+    link, frames = _frames(data)
+    for ts, pkt in frames:
+        yield ts, (pkt[6:12].hex(':') if link == 1 and len(pkt) >= 14
+                   else None)
+
+
 def read(pcap):
     with open(pcap, 'rb') as f:
         return f.read()

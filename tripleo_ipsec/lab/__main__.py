@@ -1,4 +1,8 @@
-"""python -m tripleo_ipsec.lab: run the lab scenario, print a summary."""
+"""python -m tripleo_ipsec.lab: run the lab scenario, print a summary.
+
+Parsing the arguments needs the standard library and ``synth`` only, so
+``--help`` works before anything is installed (``tools/demo --help``).
+"""
 
 import argparse
 import ipaddress
@@ -6,7 +10,6 @@ import os
 import sys
 import time
 
-from tripleo_ipsec.lab import run
 from tripleo_ipsec import synth
 
 
@@ -25,7 +28,8 @@ def main(argv=None):
                         'internal_api, storage, storage_mgmt, tenant) '
                         'another subnet, IPv4 or IPv6; repeatable')
     parser.add_argument('--timeout', type=int, default=1200,
-                        help='the guest is killed after this many seconds')
+                        help='the guest is killed after this many seconds '
+                        '(default: %(default)s)')
     parser.add_argument('--failover', type=int, default=0, metavar='MOVES',
                         help='also move the internal_api VIP MOVES times, '
                         'with our agent and with tripleo-ipsec\'s road '
@@ -43,6 +47,7 @@ def main(argv=None):
             parser.error('--network %s: %s' % (item, e))
     if os.path.exists(os.path.join(args.out, 'report.json')):
         parser.error('%s already holds a report' % args.out)
+    from tripleo_ipsec.lab import run
     report = run.Lab(args.out, args.controllers, args.computes,
                      args.timeout, failover=args.failover,
                      networks=networks).run()

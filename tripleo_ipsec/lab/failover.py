@@ -22,10 +22,18 @@ lab performs the actions of the VIP's two resources in exactly the order
 
 A compute pings the VIP every 10 ms with the probe's marker throughout
 (with ours, controller-0 too, so that an old holder's own traffic to the
-VIP is on the wire), while the VIP's network is captured.  Per move:
-cleartext packets to or from the VIP (must be 0), the longest gap between
-the compute's echo replies (the outage), and the first ESP from the VIP
-under an SPI not seen before.
+VIP is on the wire), while the VIP's network is captured.  After each
+move the lab waits until the compute's replies are steady again (or the
+mode's window is over) before the next.  Per move (``outage.py`` defines
+the measure): cleartext packets to or from the VIP (must be 0), the
+outage the compute saw, counted on replies from the node that should
+hold the VIP after the move (its MAC on the capture), and the first ESP
+from the VIP to the compute under an SPI not seen before.  A move with no
+reply from the new holder has failed, with its window as its figure.
+
+After our moves, one more move runs without the gratuitous ARP (the
+control): the compute keeps sending to the old holder's MAC, and the
+measure must read that move as failed, or the measure could not fail.
 """
 
 import itertools
@@ -36,24 +44,46 @@ import shutil
 import subprocess
 import time
 
+from tripleo_ipsec.lab import outage
 from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import names
 from tripleo_ipsec import wire
 
 ACTION = re.compile(r'Resource action: (\S+)\s+(start|stop) on (\S+)')
-REPLY = re.compile(r'^\[(\d+\.\d+)\] \d+ bytes from')
-HEARTBEAT_IPSEC = '/usr/lib/ocf/resource.d/heartbeat/ipsec'
-HEARTBEAT_IPADDR2 = '/usr/lib/ocf/resource.d/heartbeat/IPaddr2'
+MAC = re.compile(r'link/ether ([0-9a-f:]{17})')
+OCF_ROOT = '/usr/lib/ocf'
+HEARTBEAT_IPSEC = OCF_ROOT + '/resource.d/heartbeat/ipsec'
+HEARTBEAT_IPADDR2 = OCF_ROOT + '/resource.d/heartbeat/IPaddr2'
+# resource-agents' programs (HA_BIN), as IPaddr2 runs them by default
+HA_BIN = '/usr/libexec/heartbeat'
+SEND_ARP = HA_BIN + '/send_arp'
+SEND_UA = HA_BIN + '/send_ua'
+ARP_INTERVAL_MS, ARP_COUNT = 200, 5
 LEGACY_PSK = 'tripleo-ipsec-lab-road-warrior-psk-not-a-secret-0123'
-ESP = 50
+# How long a move may take to give steady replies again before the next,
+# on a guest whose fork costs what the lab's reference does (the lab
+# scales them by what it measured): ours recovers in 1-2 s; the road
+# warrior waits for DPD, which in libreswan 4.10's IKEv2 declares the
+# peer dead after the retransmit timeout (60 s), not upstream's
+# dpdtimeout=15: bench/failover.py gives it 75 s, the end-to-end test 30.
+WINDOW_S = {'ours': 8, 'road-warrior': 30, 'control': 8}
+# after the replies are steady, before the next move
+SETTLE_S = 0.5
+# the road warrior's config setup, under each node's /etc/ipsec.d
+RW_SETUP_DIR = 'road-warrior'
 # the guest's clock, read into $up without a fork (10 ms steps)
 UPTIME = 'read -r up _ </proc/uptime'
 
 
 class Failover(object):
 
-    def __init__(self, lab, vip_name='internal_api', moves=5):
+    def __init__(self, lab, vip_name='internal_api', moves=5,
+                 baseline_window=None):
         self.lab = lab
+        self.windows = {mode: round(seconds * lab.scale, 1)
+                        for mode, seconds in WINDOW_S.items()}
+        if baseline_window:
+            self.windows['road-warrior'] = baseline_window * lab.scale
         self.oc = lab.oc
         self.moves = moves
         self.vip = next(v for v in self.oc.plan.vips if v.name == vip_name)
@@ -69,6 +99,9 @@ class Failover(object):
         self._moves = itertools.count()
         self.dir = os.path.join(lab.work, 'failover')
         os.makedirs(self.dir, exist_ok=True)
+        # what send_arp or send_ua print, kept for a move that fails
+        self.arp_log = os.path.join(self.dir, 'announce.log')
+        self.macs = {}
 
     # -- what pacemaker decides ------------------------------------------
     def _sim(self, args, env=None):
@@ -78,17 +111,17 @@ class Failover(object):
             raise RuntimeError('%s: %s' % (' '.join(args[:3]), result.stderr))
         return result.stdout
 
-    def transitions(self):
+    def transitions(self, moves):
         """The VIP's actions per transition, as crm_simulate orders them.
 
-        [[(resource, action, node)]]: the first start, then each move.
+        [[(resource, action, node)]]: the first start, then MOVES moves.
         """
         cib = os.path.join(self.dir, 'cib-0.xml')
         shutil.copy(self.oc.cib, cib)
         online = [a for n in self.holders for a in ('-u', n)]
         steps = []
         current = cib
-        for i in range(self.moves + 1):
+        for i in range(moves + 1):
             out_file = os.path.join(self.dir, 'cib-%d.xml' % (i + 1))
             if i:
                 node = steps[-1][-1][2]      # where the VIP is now
@@ -109,15 +142,33 @@ class Failover(object):
         return steps
 
     # -- the agents, as pacemaker would run them --------------------------
-    def ipaddr2(self, action):
+    def ipaddr2(self, action, arp=True):
+        """What ocf:heartbeat:IPaddr2 does to the kernel, as shell.
+
+        ``start`` adds the address and, as IPaddr2 does by default
+        (``arp_bg``), announces it in the background with resource-agents'
+        own ``send_arp`` (IPv4: 5 times, 200 ms apart) or ``send_ua``
+        (IPv6 unsolicited neighbour advertisements); its pid joins $bg,
+        which the move waits for, so a sender that fails fails the move.
+        ARP=False leaves the announcement out (the control move).
+        """
         v, bits = self.vip.address, self.bits
-        if action == 'start':
-            cmd = 'ip addr add %s/%d dev %s' % (v, bits, self.dev)
-            if bits == 32:
-                cmd += (' && (busybox arping -q -U -c 1 -w 1 -I %s -s %s %s '
-                        '>/dev/null 2>&1 &)' % (self.dev, v, v))
+        if action != 'start':
+            return 'ip addr del %s/%d dev %s' % (v, bits, self.dev)
+        if bits == 32:
+            cmd = 'ip addr add %s/32 dev %s' % (v, self.dev)
+            sender = [SEND_ARP, '-i', ARP_INTERVAL_MS, '-r', ARP_COUNT,
+                      self.dev, v, 'auto', 'not_used', 'not_used']
+        else:
+            # IPaddr2 waits for duplicate address detection to end first;
+            # the lab's VIP skips it
+            cmd = 'ip addr add %s/128 dev %s nodad' % (v, self.dev)
+            sender = [SEND_UA, '-i', ARP_INTERVAL_MS, '-c', ARP_COUNT, v,
+                      '128', self.dev]
+        if not arp:
             return cmd
-        return 'ip addr del %s/%d dev %s' % (v, bits, self.dev)
+        return '%s && { %s >>%s 2>&1 & senders="$senders $!"; }' % (
+            cmd, ' '.join(shlex.quote(str(a)) for a in sender), self.arp_log)
 
     def real_ipaddr2(self):
         """ms the real ocf:heartbeat:IPaddr2 takes to start and stop here.
@@ -127,13 +178,14 @@ class Failover(object):
         the whole outage target.
         """
         env = ' '.join('%s=%s' % kv for kv in (
-            ('OCF_ROOT', '/usr/lib/ocf'), ('OCF_RESKEY_ip', self.vip.address),
+            ('OCF_ROOT', OCF_ROOT), ('OCF_RESKEY_ip', self.vip.address),
             ('OCF_RESKEY_cidr_netmask', self.bits),
             ('OCF_RESKEY_nic', self.dev),
             ('OCF_RESOURCE_INSTANCE', self.ip_res)))
         stamp = UPTIME + '; echo "$up"'
-        out = self.lab.guest.run(['sh', '-c', '; '.join(
-            [stamp] + ['env %s %s %s >/dev/null && %s' % (
+        # set -e: an IPaddr2 that fails stops the lab with its output
+        out = self.lab.guest.run(['sh', '-ec', '; '.join(
+            [stamp] + ['env %s %s %s >&2; %s' % (
                 env, HEARTBEAT_IPADDR2, action, stamp)
                 for action in ('start', 'stop')])],
             netns=self.holders[0]).stdout.split()
@@ -142,7 +194,8 @@ class Failover(object):
                 'stop_ms': int((ups[2] - ups[1]) * 1000)}
 
     def agent(self, mode, action, node):
-        env = ['OCF_ROOT=/usr/lib/ocf', 'OCF_RESKEY_vip=%s' % self.vip.address]
+        env = ['OCF_ROOT=%s' % OCF_ROOT,
+               'OCF_RESKEY_vip=%s' % self.vip.address]
         if mode == 'ours':
             env += ['OCF_RESOURCE_INSTANCE=%s' % self.ours,
                     'OCF_RESKEY_vip_name=%s' % self.vip.name,
@@ -160,7 +213,7 @@ class Failover(object):
         return ' '.join(shlex.quote(a) for a in ['env'] + env +
                         [agent, action])
 
-    def perform(self, mode, actions):
+    def perform(self, mode, actions, arp=True):
         """Run ACTIONS [(resource, action, node)] in order; ms each.
 
         Pacemaker's executor, already running on every node, forks each
@@ -168,11 +221,12 @@ class Failover(object):
         a node enters that node's namespaces as the move begins, then waits
         on a FIFO until the run before it is done: entering a namespace is
         the lab's cost, not a failover's.  Times come from /proc/uptime
-        (10 ms steps), read without a fork.
+        (10 ms steps), read without a fork.  A failed action, or an address
+        announcement that failed, stops the run with its output.
         """
         groups = []
         for i, (res, action, node) in enumerate(actions):
-            cmd = (self.ipaddr2(action) if res == self.ip_res
+            cmd = (self.ipaddr2(action, arp) if res == self.ip_res
                    else self.agent(mode, action, node))
             if not groups or groups[-1][0] != node:
                 groups.append((node, []))
@@ -192,6 +246,8 @@ class Failover(object):
                     'echo fail >%s; ' % nxt if nxt else ''))
             if nxt:
                 lines.append('echo go >%s' % nxt)
+            lines.append('for p in $senders; do wait "$p" || '
+                         '{ echo "!! announce failed: rc $?"; exit 1; }; done')
             script.append('ip netns exec %s sh -c %s &' % (
                 node, shlex.quote('\n'.join(lines))))
         script.append('wait')
@@ -203,9 +259,15 @@ class Failover(object):
                         result.stdout.splitlines() if line.startswith('@@ ')),
                        key=lambda m: -1 if m[0] == '-' else int(m[0]))
         if (len(marks) != len(actions) + 1 or
-                any(rc != '0' for _, rc, _ in marks)):
-            raise RuntimeError('%s %s: %s: %s' % (
-                mode, actions, result.stdout[-300:], result.stderr[-300:]))
+                any(rc != '0' for _, rc, _ in marks) or
+                '!! announce failed' in result.stdout):
+            logs = ''
+            if os.path.exists(self.arp_log):
+                with open(self.arp_log) as f:
+                    logs = f.read()[-300:]
+            raise RuntimeError('%s %s: %s: %s %s' % (
+                mode, actions, result.stdout[-300:], result.stderr[-300:],
+                logs))
         ups = [float(up) for _, _, up in marks]
         return [int(round((b - a) * 1000)) for a, b in zip(ups, ups[1:])]
 
@@ -224,11 +286,23 @@ class Failover(object):
         return 'overcloud-%s-vip-tunnels' % self.vip.name
 
     def road_warrior_files(self, remove=False):
+        """Write (or remove) tripleo-ipsec's VIP tunnels, as upstream did.
+
+        Holders: a listener on the VIP for any peer that authenticates as
+        the cluster's one shared ID (``dpdaction=hold``); the peer: a client
+        towards the VIP (``auto=start``, ``dpdaction=restart``); DPD 5 s /
+        15 s; and, because every client shares one ID, ``uniqueids=no``
+        (upstream's role put it into ``config setup``: here a config of
+        its own that includes the same ``/etc/ipsec.d``, with which the
+        plutos restart).
+        """
+        nodes = self.holders + [self.peer.name]
         if remove:
-            for host in self.oc.topology.hosts:
-                self.lab.guest.run(['sh', '-c', 'rm -f /etc/netns/%s/ipsec.d/'
-                                    '%s.*' % (host.name, self.rw_file)])
-                self.oc.whack(host.name, '--rereadsecrets')
+            for node in nodes:
+                self.lab.guest.run(['sh', '-c', 'rm -rf /etc/netns/%s/ipsec.d/'
+                                    '%s.* /etc/netns/%s/ipsec.d/%s' % (
+                                        node, self.rw_file, node,
+                                        RW_SETUP_DIR)])
             return
         name = self.vip.name
         cluster, vipid = '@overcloud%scluster' % name, '@%svip' % name
@@ -236,10 +310,9 @@ class Failover(object):
                   '\tike=%s' % self.oc.plan.options['ike'],
                   '\tesp=%s' % self.oc.plan.options['esp'],
                   '\tdpddelay=5', '\tdpdtimeout=15', '\tfailureshunt=drop']
-        for host in self.oc.topology.hosts:
-            if host.name not in self.holders and host != self.peer:
-                continue
-            if host.name in self.holders:
+        setup = 'config setup\n\tuniqueids=no\n\ninclude /etc/ipsec.d/*.conf\n'
+        for node in nodes:
+            if node in self.holders:
                 conn = ['conn %s' % self.listener, '\tleft=%s'
                         % self.vip.address, '\tleftid=%s' % vipid,
                         '\tright=%any', '\trightid=%s' % cluster,
@@ -247,49 +320,66 @@ class Failover(object):
                 secret = '%s %s : PSK "%s"' % (vipid, cluster, LEGACY_PSK)
             else:
                 conn = ['conn %s' % self.client, '\tleft=%s'
-                        % host.addresses[self.vip.network],
+                        % self.peer.addresses[self.vip.network],
                         '\tleftid=%s' % cluster,
                         '\tright=%s' % self.vip.address,
                         '\trightid=%s' % vipid, '\tdpdaction=restart',
                         '\tauto=start']
                 secret = '%s %s : PSK "%s"' % (cluster, vipid, LEGACY_PSK)
             # where tripleo-ipsec put them, so /etc/ipsec.conf includes them
-            etc = '/etc/netns/%s/ipsec.d/%s' % (host.name, self.rw_file)
-            self.lab.guest.run(['sh', '-c', 'cat > %s.conf' % etc],
-                               stdin='\n'.join(conn + common + ['']))
-            self.lab.guest.run(['sh', '-c', 'cat > %s.secrets && chmod 600 '
-                                '%s.secrets' % (etc, etc)],
+            etc = '/etc/netns/%s/ipsec.d' % node
+            self.lab.guest.run(['sh', '-c', 'cat > %s/%s.conf' % (
+                etc, self.rw_file)], stdin='\n'.join(conn + common + ['']))
+            self.lab.guest.run(['sh', '-c', 'cat > %s/%s.secrets && chmod 600 '
+                                '%s/%s.secrets' % (etc, self.rw_file, etc,
+                                                   self.rw_file)],
                                stdin=secret + '\n')
-            self.oc.whack(host.name, '--rereadsecrets')
-        return cluster
+            self.lab.guest.run(['sh', '-c', 'mkdir -p %s/%s && cat > '
+                                '%s/%s/ipsec.conf' % (etc, RW_SETUP_DIR, etc,
+                                                      RW_SETUP_DIR)],
+                               stdin=setup)
+
+    def restart_plutos(self, road_warrior):
+        """Restart the holders' and the peer's plutos.
+
+        With or without the road warrior's ``config setup``; every conn of
+        /etc/ipsec.d loads as its ``auto=`` says (the VIP holders' conns
+        are ``ignore``: the agent loads them).
+        """
+        nodes = self.holders + [self.peer.name]
+        config = ('/etc/ipsec.d/%s/ipsec.conf' % RW_SETUP_DIR
+                  if road_warrior else None)
+        self.oc.parallel(self.oc.stop_pluto, nodes)
+        self.oc.parallel_start(nodes, config)
 
     def towards_vip(self, host):
         """HOST's own conns towards the VIP (its trap when it is a peer)."""
         return [c.name for c in self.oc.plan.hosts[host].conns
                 if c.vip == self.vip.name and c.right == self.vip.address]
 
-    def peer_side(self, road_warrior):
-        """Give the peer tripleo-ipsec's road-warrior client, or ours back."""
-        ours = self.towards_vip(self.peer.name)
-        if road_warrior:
-            drop, conf, add = ours, '/etc/ipsec.conf', [self.client]
-        else:
-            drop, conf, add = [self.client], '/' + names.vip_conf(
-                self.vip.name), ours
-        for conn in drop:
-            self.oc.whack(self.peer.name, '--name', conn, '--delete',
-                          check=False)
-        self.lab.guest.run(
-            [os.path.join(overcloud.LIBEXEC, 'addconn'), '--ctlsocket',
-             self.oc.nodes[self.peer.name]['ctlsocket'], '--config',
-             conf] + add, netns=self.peer.name)
-        for conn in add:
-            self.oc.whack(self.peer.name, '--name', conn, *(
-                ('--initiate', '--asynchronous') if road_warrior
-                else ('--route',)))
-
     # -- one mode ---------------------------------------------------------
-    def run_mode(self, mode, steps):
+    def mac(self, node):
+        """NODE's MAC on the VIP's network (what its frames carry)."""
+        out = self.lab.guest.run(['ip', '-o', 'link', 'show', 'dev',
+                                  self.dev], netns=node).stdout
+        return MAC.search(out).group(1)
+
+    def wait_steady(self, ping, since, limit):
+        """Wait until the ping log shows steady replies after SINCE.
+
+        Returns the time they were steady, or None once LIMIT seconds
+        have passed.
+        """
+        deadline = time.monotonic() + limit
+        while True:
+            text = self.lab.guest.run(['tail', '-c', '16384', ping]).stdout
+            at = outage.steady(outage.replies(text), since)
+            if at is not None or time.monotonic() >= deadline:
+                return at
+            time.sleep(0.3)
+
+    def run_mode(self, mode, steps, control=None):
+        """The moves of STEPS[1:] (and CONTROL, without the ARP) in MODE."""
         if mode != 'ours':
             self.road_warrior_files()
         pcap = os.path.join(self.dir, '%s.pcap' % mode)
@@ -299,7 +389,10 @@ class Failover(object):
         # the VIP comes up where pacemaker starts it, then the peer talks
         self.perform(mode, steps[0])
         if mode != 'ours':
-            self.peer_side(road_warrior=True)
+            self.restart_plutos(road_warrior=True)
+            # the client replaces the peer's trap towards the VIP
+            for conn in self.towards_vip(self.peer.name):
+                self.oc.whack(self.peer.name, '--name', conn, '--delete')
         # the peer's pings give the outage; with ours, a controller's too,
         # so the capture sees what an old holder sends to the VIP's next
         # holder (the road-warrior setup gave controllers no client conn)
@@ -307,16 +400,34 @@ class Failover(object):
         if mode == 'ours':
             talkers.append((self.holders[0], os.path.join(
                 self.dir, '%s-ping-%s.txt' % (mode, self.holders[0]))))
+        # the logs exist before the pingers start: wait_steady reads them
+        self.lab.guest.run(['sh', '-c', '; '.join(
+            ': >%s' % out for _, out in talkers)])
         pingers = [self.lab.guest.spawn(
             ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
              % (wire.MARKER.hex(), self.vip.address, out)], netns=node)
             for node, out in talkers]
-        time.sleep(4)
+        if self.wait_steady(ping, time.time(), self.windows[mode]) is None:
+            raise RuntimeError('%s: the VIP %s never answered %s before the '
+                               'first move' % (mode, self.vip.address,
+                                               self.peer.name))
+        time.sleep(SETTLE_S)
+        moves = [(step, True) for step in steps[1:]]
+        if control:
+            moves.append((control, False))
         starts, took = [], []
-        for step in steps[1:]:
+        for i, (step, arp) in enumerate(moves, 1):
             starts.append(time.time())
-            took.append(self.perform(mode, step))
-            time.sleep(4)
+            took.append(self.perform(mode, step, arp))
+            limit = self.windows[mode if arp else 'control']
+            at = self.wait_steady(ping, time.time(),
+                                  limit - (time.time() - starts[-1]))
+            self.lab.say('  %s move %d%s %s -> %s: %s' % (
+                mode, i, '' if arp else ' (control, no ARP)',
+                step[0][2], step[-1][2], 'replies steady after %.1f s'
+                % (at - starts[-1]) if at else 'no steady replies in %d s'
+                % limit))
+            time.sleep(SETTLE_S)
         ends = starts[1:] + [time.time()]
         for pinger in pingers:
             self.lab.guest.signal(pinger, 2)
@@ -324,65 +435,77 @@ class Failover(object):
         self.lab.guest.signal(cap, 2)
         self.lab.guest.wait(cap)
         # stop both where the VIP is, as pacemaker would: IPsec side first
-        holder = steps[-1][-1][2]
+        holder = moves[-1][0][-1][2]
         self.perform(mode, [(self.ours, 'stop', holder),
                             (self.ip_res, 'stop', holder)])
         if mode != 'ours':
-            # as the deploy left them: the stock agent leaves the listener
-            # loaded, and pluto believing the VIP is still local
-            for node in self.holders:
-                self.oc.whack(node, '--name', self.listener, '--delete',
-                              check=False)
-                self.oc.whack(node, '--listen')
-                for conn in self.towards_vip(node):
-                    self.oc.whack(node, '--name', conn, '--route',
-                                  check=False)
-            self.peer_side(road_warrior=False)
+            # as the deploy left them
             self.road_warrior_files(remove=True)
+            self.restart_plutos(road_warrior=False)
         self.lab.guest.run(['sync'])
-        result = self.analyse(pcap, ping, starts, ends, steps[1:])
+        result = self.analyse(pcap, ping, starts, ends, moves)
         for move, ms in zip(result['moves'], took):
             move['actions_ms'] = ms
+        if control:
+            result['control'] = result['moves'].pop()
         return result
 
-    def analyse(self, pcap, ping, starts, ends, steps):
+    def analyse(self, pcap, ping, starts, ends, moves):
+        """Per move: cleartext, and the outage as ``outage.py`` defines it.
+
+        ``outage_ms`` comes from the compute's replies (its ping log), each
+        attributed to the MAC of the ESP frame it came in;
+        ``capture_outage_ms`` is the same measure on the ESP frames alone.
+        """
         with open(ping) as f:
-            replies = [float(m.group(1)) for m in map(REPLY.match, f)
-                       if m]
+            times = outage.replies(f.read())
+        data = wire.read(pcap)
+        frames = outage.esp_frames(data, self.vip.address,
+                                   self.peer.addresses[self.vip.network])
+        series = outage.attribute(times, frames)
+        on_wire = [(ts, mac) for ts, mac, _ in frames]
         clear = [ts for ts, *_ in wire.packets(wire.select(
             pcap, 'not (%s)' % wire.ALLOWED))]
-        esp = []
-        for ts, src, _, proto, payload in wire.packets(wire.read(pcap)):
-            if proto == ESP and src == self.vip.address:
-                esp.append((ts, payload[:4]))
-        moves = []
-        for i, (start, end) in enumerate(zip(starts, ends)):
-            seen = {spi for ts, spi in esp if ts < start}
-            new = [ts for ts, spi in esp if start <= ts < end
-                   and spi not in seen]
-            # from the last reply before the move to the first after it;
-            # no reply after it: the whole window is out
-            window = [t for t in replies if start - 1 <= t < end]
-            gaps = [b - a for a, b in zip(window, window[1:])]
-            if not window or window[-1] < start:
-                gaps.append(end - max(window[-1:] or [start]))
-            moves.append({
-                'from': steps[i][0][2], 'to': steps[i][-1][2],
-                'actions': ['%s %s %s' % a for a in steps[i]],
-                'cleartext': len([t for t in clear if start <= t < end]),
-                'outage_ms': int(max(gaps) * 1000) if gaps else None,
-                'replies': len(window),
-                'esp_restored_ms': (int((new[0] - start) * 1000)
-                                    if new else None)})
-        return {'moves': moves, 'cleartext_total': len(clear),
-                'replies': len(replies)}
+        result = []
+        for (step, arp), start, end in zip(moves, starts, ends):
+            new = step[-1][2]
+            mac = self.macs[new]
+            seen = {spi for ts, _, spi in frames if ts < start}
+            fresh = [ts for ts, who, spi in frames if start <= ts < end
+                     and spi not in seen and who == mac]
+            move = outage.measure(series, start, end, mac)
+            wired = outage.measure(on_wire, start, end, mac)
+            first = fresh[0] if fresh else end
+            result.append(dict(
+                move, capture_outage_ms=wired['outage_ms'],
+                window_ms=outage.ms(end - start), window=[start, end],
+                announced=arp, **{
+                    'from': step[0][2], 'to': new, 'new_holder_mac': mac,
+                    'actions': ['%s %s %s' % a for a in step],
+                    'cleartext': len([t for t in clear
+                                      if start <= t < end]),
+                    'esp_restored_ms': (outage.ms(fresh[0] - start)
+                                        if fresh else None),
+                    # ESP to the compute from any other node once the new
+                    # holder's first new SA is on the wire
+                    'esp_from_others_after': len([
+                        ts for ts, who, _ in frames
+                        if first <= ts < end and who != mac]),
+                    'replies': len([t for t in times if start <= t < end])}))
+        return {'moves': result, 'cleartext_total': len(clear),
+                'replies': len(times)}
 
     def run(self):
-        steps = self.transitions()
+        # the moves, and one more for the control
+        steps = self.transitions(self.moves + 1)
+        self.macs = {node: self.mac(node) for node in self.holders}
         result = {'vip': self.vip.address, 'peer': self.peer.name,
+                  'peer_address': self.peer.addresses[self.vip.network],
+                  'macs': self.macs, 'scale': self.lab.scale,
+                  'windows_s': self.windows,
                   'transitions': [['%s %s %s' % a for a in s]
                                   for s in steps],
                   'real_ipaddr2': self.real_ipaddr2()}
-        for mode in ('ours', 'road-warrior'):
-            result[mode] = self.run_mode(mode, steps)
+        result['ours'] = self.run_mode('ours', steps[:-1], steps[-1])
+        result['road-warrior'] = self.run_mode('road-warrior', steps[:-1])
         return result

@@ -15,7 +15,6 @@ pluto.  The controllers' cluster is a CIB file the deploy's pcs task edits.
 import concurrent.futures
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -33,8 +32,8 @@ from tripleo_ipsec import topology
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 ROLES = os.path.join(TOP, 'ansible', 'roles')
+# where the role installs our OCF agent on the lab's nodes, in the guest
 OCF_DIR = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER)
-AGENT = os.path.join(ROLES, 'tripleo_ipsec', 'files', 'ocf', names.OCF_TYPE)
 LIBEXEC = '/usr/libexec/ipsec'
 MODULES = ('bridge', 'veth', 'ipv6', 'af_packet', 'xfrm_user', 'xfrm_algo',
            'esp4', 'esp6', 'xfrm4_tunnel', 'xfrm6_tunnel', 'tunnel4',
@@ -103,17 +102,6 @@ def make_cib(path, vips, controllers, env=None):
                 names.vip_ip_resource(vip.address), 'ocf:heartbeat:IPaddr2',
                 'ip=%s' % vip.address, 'cidr_netmask=32', 'op', 'monitor',
                 'interval=10s'])
-
-
-def install_agent():
-    """Install the OCF agent where the package puts it.
-
-    pcs reads its metadata to check parameters.  The guest sees it, too.
-    """
-    os.makedirs(OCF_DIR, exist_ok=True)
-    tmp = '%s.%d' % (os.path.join(OCF_DIR, names.OCF_TYPE), os.getpid())
-    shutil.copy(AGENT, tmp)
-    os.rename(tmp, os.path.join(OCF_DIR, names.OCF_TYPE))
 
 
 class Overcloud(object):
@@ -320,7 +308,9 @@ class Overcloud(object):
     def deploy(self, *args, step_list=steps.STEPS):
         """Run config-download's step playbook; (rc, stats, data)."""
         if not os.path.exists(self.cib):
-            install_agent()
+            # THT's VIPs; the role installs our agent in the guest (its
+            # overlay: nothing reaches the host's /usr/lib/ocf) before it
+            # runs pcs there, which checks the agent's metadata
             make_cib(self.cib, self.plan.vips,
                      [h.name for h in self.topology.hosts
                       if h.vip_holder])
