@@ -210,8 +210,11 @@ class Failover(object):
                     # this node's pluto
                     'IPSEC_RUNDIR=%s' % self.oc.nodes[node]['rundir']]
             agent = HEARTBEAT_IPSEC
-        return ' '.join(shlex.quote(a) for a in ['env'] + env +
-                        [agent, action])
+        # as pacemaker's executor runs an agent: its environment set, no
+        # env(1) in between
+        return ' '.join('%s=%s' % (k, shlex.quote(v)) for k, v in (
+            a.split('=', 1) for a in env)) + ' %s %s' % (
+            shlex.quote(agent), action)
 
     def perform(self, mode, actions, arp=True):
         """Run ACTIONS [(resource, action, node)] in order; ms each.
