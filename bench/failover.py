@@ -43,13 +43,17 @@ def main():
                         'peer after its 60 s retransmit timeout')
     parser.add_argument('--out', help='the lab\'s work directory (kept)')
     parser.add_argument('--json', metavar='FILE')
+    parser.add_argument('--cluster', action='store_true',
+                        help='then the same moves driven by a real '
+                        'corosync + pacemaker cluster of the controllers')
     args = parser.parse_args()
     why = guest.unavailable()
     if why:
         sys.exit('bench/failover.py: %s' % why)
     work = args.out or tempfile.mkdtemp(prefix='tripleo-ipsec-failover-')
     lab = run.Lab(work, failover=args.moves, out=sys.stderr,
-                  baseline_window=args.baseline_window)
+                  baseline_window=args.baseline_window,
+                  cluster=args.cluster)
     try:
         for name, step in (('boot', lab.boot), ('build', lab.build),
                            ('deploy', lab.first_deploy),
@@ -90,6 +94,19 @@ def main():
             len([b for b in base if not b['recovered']]), len(base),
             fail['windows_s']['road-warrior']),
         statistics.median(ratios)))
+    if 'cluster' in fail:
+        cl = fail['cluster']
+        print('a real corosync + pacemaker cluster of the controllers: all '
+              'online after %.1f s, the VIP started after %.1f s; its moves '
+              '(crm_resource --move; the real IPaddr2 and our agent, run by '
+              'pacemaker):' % (cl['all_online_s'],
+                               cl['resources_started_s']))
+        for i, m in enumerate(cl['moves'], 1):
+            print('%4d %-27s %7d%s %8d %6d %7s' % (
+                i, '%s -> %s' % (m['from'][-12:], m['to'][-12:]),
+                m['outage_ms'], ' ' if m['recovered'] else '*',
+                m['capture_outage_ms'], m['cleartext'],
+                m['esp_restored_ms']))
     real = fail['real_ipaddr2']
     print('the real ocf:heartbeat:IPaddr2 in this guest: start %d ms, stop '
           '%d ms (the lab does what it does to the kernel instead)'
@@ -97,10 +114,13 @@ def main():
     ok = (all(a['recovered'] and a['cleartext'] == 0 and
               a['outage_ms'] < TARGET_MS for a in ours) and
           fail['ours']['cleartext_total'] == 0 and
+          all(m['recovered'] and m['cleartext'] == 0
+              for m in fail.get('cluster', {}).get('moves', [])) and
           not (control['recovered'] and control['outage_ms'] < TARGET_MS))
     print('target (no cleartext, every move recovered in < %d ms, the '
-          'control read as failed): %s'
-          % (TARGET_MS, 'met' if ok else 'MISSED'))
+          'control read as failed%s): %s'
+          % (TARGET_MS, '; every cluster move recovered, no cleartext'
+             if 'cluster' in fail else '', 'met' if ok else 'MISSED'))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(fail, target_met=ok), f, indent=1)

@@ -49,6 +49,20 @@ class TestAgentFile(base.TestCase):
         self.assertIn('<parameter name="vip_name" unique="1" required="1">',
                       meta.stdout)
 
+    def test_an_error_gives_its_exit_reason(self):
+        # ocf-shellfuncs is sourced only when an action logs: an error
+        # still reaches pacemaker as ocf-exit-reason
+        if not os.path.isdir('/usr/lib/ocf/lib/heartbeat'):
+            self.skipTest('resource-agents is not installed')
+        env = dict(os.environ, OCF_ROOT='/usr/lib/ocf',
+                   OCF_RA_VERSION_MAJOR='1', OCF_RESOURCE_INSTANCE='t',
+                   OCF_RESKEY_vip='192.0.2.5', OCF_RESKEY_vip_name='t',
+                   OCF_RESKEY_manifest='/nonexistent/manifest.json')
+        result = pluto.run([AGENT, 'validate-all'], env=env)
+        self.assertEqual(5, result.returncode)     # OCF_ERR_INSTALLED
+        self.assertIn('ocf-exit-reason:no tripleo-ipsec manifest at '
+                      '/nonexistent/manifest.json', result.stderr)
+
 
 class TestAgent(base.TestCase):
 

@@ -34,6 +34,10 @@ def main(argv=None):
                         help='also move the internal_api VIP MOVES times, '
                         'with our agent and with tripleo-ipsec\'s road '
                         'warrior and the stock ocf:heartbeat:ipsec')
+    parser.add_argument('--cluster', action='store_true',
+                        help='with --failover: then the same moves by a '
+                        'real corosync + pacemaker cluster of the '
+                        'controllers')
     args = parser.parse_args(argv)
     networks = dict(synth.DEFAULT_NETWORKS)
     for item in args.network or ():
@@ -50,7 +54,7 @@ def main(argv=None):
     from tripleo_ipsec.lab import run
     report = run.Lab(args.out, args.controllers, args.computes,
                      args.timeout, failover=args.failover,
-                     networks=networks).run()
+                     networks=networks, cluster=args.cluster).run()
     return 0 if report['ok'] else 1
 
 

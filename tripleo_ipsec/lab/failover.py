@@ -1,24 +1,26 @@
 """VIP failover in the lab: our agent against tripleo-ipsec's road warrior.
 
-Pacemaker itself does not drive the lab: on the guest's one CPU, where a
-fork costs 10-110 ms, the real ``ocf:heartbeat:IPaddr2`` alone takes about
-1.2-1.4 s to start and 1.1-1.4 s to stop (each report measures it), more
-than the whole 1 s outage target, and a 3-node corosync + pacemaker
-cluster tried in the guest elected a DC but never had the other two
-controllers join within 4 minutes.  Instead pacemaker's own scheduler
-decides:
-``crm_simulate`` runs on the deploy's CIB (the resources and constraints
-the role created with pcs), a ``crm_resource --move`` per move, and the
-lab performs the actions of the VIP's two resources in exactly the order
-``crm_simulate`` prints them, each agent with its OCF environment:
+The moves that measure the agent run in the order pacemaker's own
+scheduler gives: ``crm_simulate`` runs on the deploy's CIB (the resources
+and constraints the role created with pcs), a ``crm_resource --move`` per
+move, and the lab performs the actions of the VIP's two resources in
+exactly the order ``crm_simulate`` prints them, each agent with its OCF
+environment:
 
 - the VIP's ``ocf:heartbeat:IPaddr2`` side is what IPaddr2 does to the
-  kernel (the address added with a gratuitous ARP, or deleted);
+  kernel (the address added, and announced with resource-agents'
+  ``send_arp``, or deleted): on the guest's one CPU the real IPaddr2 alone
+  takes 1.2-3 s to start and as long to stop (each report measures it),
+  more than the whole 1 s outage target;
 - ``ours``: the IPsec side is our agent, ``ocf:tripleo-ipsec:vip``, with
   the conns the deploy installed (peers keep a trap towards the VIP);
 - ``road-warrior``: tripleo-ipsec's conns (a ``right=%any`` listener on the
   VIP holders, ``auto=start`` clients with ``dpdaction=restart``) and the
   stock ``ocf:heartbeat:ipsec`` agent, with its ``fallbacktunnel``.
+
+With ``cluster``, the same moves then run on a real corosync + pacemaker
+cluster of the controllers (``cluster.py``): pacemaker decides, and its
+executor runs the real IPaddr2 and our agent.
 
 A compute pings the VIP every 10 ms with the probe's marker throughout
 (with ours, controller-0 too, so that an old holder's own traffic to the
@@ -44,6 +46,7 @@ import shutil
 import subprocess
 import time
 
+from tripleo_ipsec.lab import cluster as cluster_mod
 from tripleo_ipsec.lab import outage
 from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import names
@@ -66,7 +69,9 @@ LEGACY_PSK = 'tripleo-ipsec-lab-road-warrior-psk-not-a-secret-0123'
 # warrior waits for DPD, which in libreswan 4.10's IKEv2 declares the
 # peer dead after the retransmit timeout (60 s), not upstream's
 # dpdtimeout=15: bench/failover.py gives it 75 s, the end-to-end test 30.
-WINDOW_S = {'ours': 8, 'road-warrior': 30, 'control': 8}
+WINDOW_S = {'ours': 8, 'road-warrior': 30, 'control': 8, 'cluster': 40}
+# how long the real cluster may take to form and start the VIP (scaled)
+CLUSTER_FORM_S = 180
 # after the replies are steady, before the next move
 SETTLE_S = 0.5
 # the road warrior's config setup, under each node's /etc/ipsec.d
@@ -78,8 +83,9 @@ UPTIME = 'read -r up _ </proc/uptime'
 class Failover(object):
 
     def __init__(self, lab, vip_name='internal_api', moves=5,
-                 baseline_window=None):
+                 baseline_window=None, cluster=False):
         self.lab = lab
+        self.cluster = cluster
         self.windows = {mode: round(seconds * lab.scale, 1)
                         for mode, seconds in WINDOW_S.items()}
         if baseline_window:
@@ -381,6 +387,25 @@ class Failover(object):
                 return at
             time.sleep(0.3)
 
+    def wait_address(self, node, limit):
+        """Wait until the VIP is on NODE alone; the time, or None."""
+        deadline = time.monotonic() + limit
+        script = '; '.join(
+            'echo "%s $(ip -n %s -o addr show to %s)"' % (
+                n, n, self.vip.address) for n in self.holders)
+        while True:
+            out = self.lab.guest.run(['sh', '-c', script])
+            if out.stderr.strip():
+                raise RuntimeError('where is %s: %s'
+                                   % (self.vip.address, out.stderr))
+            on = {line.split()[0] for line in out.stdout.splitlines()
+                  if len(line.split()) > 1}
+            if on == {node}:
+                return time.time()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
+
     def run_mode(self, mode, steps, control=None):
         """The moves of STEPS[1:] (and CONTROL, without the ARP) in MODE."""
         if mode != 'ours':
@@ -498,6 +523,82 @@ class Failover(object):
         return {'moves': result, 'cleartext_total': len(clear),
                 'replies': len(times)}
 
+    # -- a real cluster drives the moves ----------------------------------
+    def run_cluster(self, moves):
+        """MOVES moves of the VIP by a real corosync + pacemaker cluster.
+
+        Pacemaker decides and its executor runs the real IPaddr2 and our
+        agent; the compute's pings and the capture measure each move as
+        in the other modes.
+        """
+        mode = 'cluster'
+        ctlplane = 'ctlplane'
+        addresses = {h.name: h.addresses[ctlplane]
+                     for h in self.oc.topology.hosts if h.vip_holder}
+        pcmk = cluster_mod.Cluster(
+            self.lab, self.holders, ctlplane, self.oc.cib,
+            [self.ip_res, self.ours], CLUSTER_FORM_S * self.lab.scale)
+        pcap = os.path.join(self.dir, '%s.pcap' % mode)
+        ping = os.path.join(self.dir, '%s-ping.txt' % mode)
+        cap = self.lab.tcpdump(self.oc.bridges[self.vip.network], pcap,
+                               'host %s' % self.vip.address)
+        self.lab.guest.run(['sh', '-c', ': >%s' % ping])
+        pinger = self.lab.guest.spawn(
+            ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
+             % (wire.MARKER.hex(), self.vip.address, ping)],
+            netns=self.peer.name)
+        steps, starts, holder = [], [], None
+        try:
+            running = pcmk.start(addresses, {
+                n: self.oc.nodes[n]['rundir'] for n in self.holders})
+            holder = running[self.ip_res]
+            if self.wait_steady(ping, time.time(),
+                                self.windows[mode]) is None:
+                raise RuntimeError('cluster: the VIP %s never answered %s '
+                                   'after pacemaker started it on %s' % (
+                                       self.vip.address, self.peer.name,
+                                       holder))
+            time.sleep(SETTLE_S)
+            for i in range(1, moves + 1):
+                target = self.holders[(self.holders.index(holder) + 1) %
+                                      len(self.holders)]
+                starts.append(time.time())
+                pcmk.move(self.ip_res, target)
+                # pacemaker acts after the command returns: replies are
+                # steady again only once the address has moved
+                moved = self.wait_address(target, self.windows[mode])
+                at = moved and self.wait_steady(
+                    ping, moved, self.windows[mode] -
+                    (time.time() - starts[-1]))
+                self.lab.say('  cluster move %d %s -> %s: %s' % (
+                    i, holder, target, 'replies steady after %.1f s'
+                    % (at - starts[-1]) if at else 'no steady replies in '
+                    '%d s' % self.windows[mode]))
+                steps.append(([(self.ip_res, 'crm_resource --move', holder),
+                               (self.ip_res, 'crm_resource --move', target)],
+                              True))
+                holder = target
+                time.sleep(SETTLE_S)
+        finally:
+            ends = starts[1:] + [time.time()]
+            self.lab.guest.signal(pinger, 2)
+            self.lab.guest.wait(pinger)
+            self.lab.guest.signal(cap, 2)
+            self.lab.guest.wait(cap)
+            pcmk.stop()
+            # as the deploy left it: the VIP and its conns nowhere
+            for node in self.holders:
+                here = self.lab.guest.run(['ip', '-o', 'addr', 'show', 'to',
+                                           self.vip.address],
+                                          netns=node).stdout
+                if here.strip():
+                    self.perform('ours', [(self.ours, 'stop', node),
+                                          (self.ip_res, 'stop', node)])
+        self.lab.guest.run(['sync'])
+        result = self.analyse(pcap, ping, starts, ends, steps)
+        result.update(pcmk.figures)
+        return result
+
     def run(self):
         # the moves, and one more for the control
         steps = self.transitions(self.moves + 1)
@@ -511,4 +612,6 @@ class Failover(object):
                   'real_ipaddr2': self.real_ipaddr2()}
         result['ours'] = self.run_mode('ours', steps[:-1], steps[-1])
         result['road-warrior'] = self.run_mode('road-warrior', steps[:-1])
+        if self.cluster:
+            result['cluster'] = self.run_cluster(self.moves)
         return result

@@ -42,7 +42,7 @@ class Lab(object):
 
     def __init__(self, work, controllers=3, computes=2, timeout=1200,
                  out=sys.stdout, failover=0, networks=None,
-                 baseline_window=None):
+                 baseline_window=None, cluster=False):
         self.work = os.path.abspath(work)
         self.controllers = controllers
         self.computes = computes
@@ -50,6 +50,7 @@ class Lab(object):
         self.out = out
         self.failover_moves = failover
         self.baseline_window = baseline_window
+        self.cluster = cluster
         self.networks = networks
         self.report = {'work': self.work, 'phases': [], 'checks': []}
         self.guest = None
@@ -457,7 +458,8 @@ class Lab(object):
     def failover(self):
         result = failover_mod.Failover(
             self, moves=self.failover_moves,
-            baseline_window=self.baseline_window).run()
+            baseline_window=self.baseline_window,
+            cluster=self.cluster).run()
         self.report['failover'] = result
         ours = result['ours']['moves']
         result['outage_target_ms'] = OUTAGE_TARGET_MS
@@ -472,6 +474,16 @@ class Lab(object):
                        'holder only' % (i, move['from'], move['to']),
                        move['cleartext'] == 0 and move['recovered'] and
                        move['esp_restored_ms'] is not None and
+                       move['others_after'] == 0 and
+                       move['esp_from_others_after'] == 0, **move)
+        for i, move in enumerate(result.get('cluster', {}).get('moves', []),
+                                 1):
+            # pacemaker's own moves: the same properties; the outage is
+            # the cluster's (its scheduler, the real IPaddr2) on one CPU
+            self.check('failover by a real cluster %d (%s -> %s): no '
+                       'cleartext, the new holder answers' % (
+                           i, move['from'], move['to']),
+                       move['cleartext'] == 0 and move['recovered'] and
                        move['others_after'] == 0 and
                        move['esp_from_others_after'] == 0, **move)
         control = result['ours']['control']
@@ -554,6 +566,8 @@ def summary(report):
             rows.append(('control', 'x', fail['ours']['control']))
         rows += [('road-warrior', i, m) for i, m in enumerate(
             fail['road-warrior']['moves'], 1)]
+        rows += [('cluster', i, m) for i, m in enumerate(
+            fail.get('cluster', {}).get('moves', []), 1)]
         for mode, i, m in rows:
             lines.append('    %-12s move %s %s -> %s: cleartext %d, %s'
                          % (mode, i, m['from'][-12:], m['to'][-12:],
