@@ -37,7 +37,7 @@ TARGET_MS = 1000
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--moves', type=int, default=5)
-    parser.add_argument('--baseline-window', type=float, default=75,
+    parser.add_argument('--baseline-window', type=float, default=90,
                         metavar='S', help='seconds a baseline move may take '
                         'to recover: libreswan 4.10 declares a dead IKEv2 '
                         'peer after its 60 s retransmit timeout')

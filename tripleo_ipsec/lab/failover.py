@@ -68,7 +68,7 @@ LEGACY_PSK = 'tripleo-ipsec-lab-road-warrior-psk-not-a-secret-0123'
 # scales them by what it measured): ours recovers in 1-2 s; the road
 # warrior waits for DPD, which in libreswan 4.10's IKEv2 declares the
 # peer dead after the retransmit timeout (60 s), not upstream's
-# dpdtimeout=15: bench/failover.py gives it 75 s, the end-to-end test 30.
+# dpdtimeout=15: bench/failover.py gives it 90 s, the end-to-end test 30.
 WINDOW_S = {'ours': 8, 'road-warrior': 30, 'control': 8, 'cluster': 40}
 # how long the real cluster may take to form and start the VIP (scaled)
 CLUSTER_FORM_S = 180
@@ -406,14 +406,41 @@ class Failover(object):
                 return None
             time.sleep(0.2)
 
+    def watch(self, mode, pingers):
+        """Capture the VIP's network; ping the VIP from every node of PINGERS.
+
+        The peer comes first.  Returns (pcap, the peer's ping log, the pids
+        to stop).
+        """
+        pcap = os.path.join(self.dir, '%s.pcap' % mode)
+        cap = self.lab.tcpdump(self.oc.bridges[self.vip.network], pcap,
+                               'host %s' % self.vip.address)
+        logs = [os.path.join(self.dir, '%s-ping%s.txt' % (
+            mode, '-' + node if i else '')) for i, node in enumerate(pingers)]
+        # the logs exist before the pingers start: wait_steady reads them
+        self.lab.guest.run(['sh', '-c', '; '.join(': >%s' % log
+                                                  for log in logs)])
+        pids = [self.lab.guest.spawn(
+            ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
+             % (wire.MARKER.hex(), self.vip.address, log)], netns=node)
+            for node, log in zip(pingers, logs)]
+        return pcap, logs[0], pids + [cap]
+
+    def unwatch(self, pids):
+        """Stop the pingers and the capture (SIGINT: they flush)."""
+        for pid in pids:
+            self.lab.guest.signal(pid, 2)
+            self.lab.guest.wait(pid)
+
+    def said(self, mode, i, old, new, start, at, limit, note=''):
+        self.lab.say('  %s move %d%s %s -> %s: %s' % (
+            mode, i, note, old, new, 'replies steady after %.1f s'
+            % (at - start) if at else 'no steady replies in %d s' % limit))
+
     def run_mode(self, mode, steps, control=None):
         """The moves of STEPS[1:] (and CONTROL, without the ARP) in MODE."""
         if mode != 'ours':
             self.road_warrior_files()
-        pcap = os.path.join(self.dir, '%s.pcap' % mode)
-        ping = os.path.join(self.dir, '%s-ping.txt' % mode)
-        bridge = self.oc.bridges[self.vip.network]
-        cap = self.lab.tcpdump(bridge, pcap, 'host %s' % self.vip.address)
         # the VIP comes up where pacemaker starts it, then the peer talks
         self.perform(mode, steps[0])
         if mode != 'ours':
@@ -424,17 +451,8 @@ class Failover(object):
         # the peer's pings give the outage; with ours, a controller's too,
         # so the capture sees what an old holder sends to the VIP's next
         # holder (the road-warrior setup gave controllers no client conn)
-        talkers = [(self.peer.name, ping)]
-        if mode == 'ours':
-            talkers.append((self.holders[0], os.path.join(
-                self.dir, '%s-ping-%s.txt' % (mode, self.holders[0]))))
-        # the logs exist before the pingers start: wait_steady reads them
-        self.lab.guest.run(['sh', '-c', '; '.join(
-            ': >%s' % out for _, out in talkers)])
-        pingers = [self.lab.guest.spawn(
-            ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
-             % (wire.MARKER.hex(), self.vip.address, out)], netns=node)
-            for node, out in talkers]
+        pcap, ping, pids = self.watch(mode, [self.peer.name] + (
+            [self.holders[0]] if mode == 'ours' else []))
         if self.wait_steady(ping, time.time(), self.windows[mode]) is None:
             raise RuntimeError('%s: the VIP %s never answered %s before the '
                                'first move' % (mode, self.vip.address,
@@ -450,18 +468,11 @@ class Failover(object):
             limit = self.windows[mode if arp else 'control']
             at = self.wait_steady(ping, time.time(),
                                   limit - (time.time() - starts[-1]))
-            self.lab.say('  %s move %d%s %s -> %s: %s' % (
-                mode, i, '' if arp else ' (control, no ARP)',
-                step[0][2], step[-1][2], 'replies steady after %.1f s'
-                % (at - starts[-1]) if at else 'no steady replies in %d s'
-                % limit))
+            self.said(mode, i, step[0][2], step[-1][2], starts[-1], at, limit,
+                      '' if arp else ' (control, no ARP)')
             time.sleep(SETTLE_S)
         ends = starts[1:] + [time.time()]
-        for pinger in pingers:
-            self.lab.guest.signal(pinger, 2)
-            self.lab.guest.wait(pinger)
-        self.lab.guest.signal(cap, 2)
-        self.lab.guest.wait(cap)
+        self.unwatch(pids)
         # stop both where the VIP is, as pacemaker would: IPsec side first
         holder = moves[-1][0][-1][2]
         self.perform(mode, [(self.ours, 'stop', holder),
@@ -538,15 +549,7 @@ class Failover(object):
         pcmk = cluster_mod.Cluster(
             self.lab, self.holders, ctlplane, self.oc.cib,
             [self.ip_res, self.ours], CLUSTER_FORM_S * self.lab.scale)
-        pcap = os.path.join(self.dir, '%s.pcap' % mode)
-        ping = os.path.join(self.dir, '%s-ping.txt' % mode)
-        cap = self.lab.tcpdump(self.oc.bridges[self.vip.network], pcap,
-                               'host %s' % self.vip.address)
-        self.lab.guest.run(['sh', '-c', ': >%s' % ping])
-        pinger = self.lab.guest.spawn(
-            ['/bin/sh', '-c', 'exec ping -D -n -i 0.01 -W 1 -p %s %s > %s'
-             % (wire.MARKER.hex(), self.vip.address, ping)],
-            netns=self.peer.name)
+        pcap, ping, pids = self.watch(mode, [self.peer.name])
         steps, starts, holder = [], [], None
         try:
             running = pcmk.start(addresses, {
@@ -570,10 +573,8 @@ class Failover(object):
                 at = moved and self.wait_steady(
                     ping, moved, self.windows[mode] -
                     (time.time() - starts[-1]))
-                self.lab.say('  cluster move %d %s -> %s: %s' % (
-                    i, holder, target, 'replies steady after %.1f s'
-                    % (at - starts[-1]) if at else 'no steady replies in '
-                    '%d s' % self.windows[mode]))
+                self.said(mode, i, holder, target, starts[-1], at,
+                          self.windows[mode])
                 steps.append(([(self.ip_res, 'crm_resource --move', holder),
                                (self.ip_res, 'crm_resource --move', target)],
                               True))
@@ -581,10 +582,7 @@ class Failover(object):
                 time.sleep(SETTLE_S)
         finally:
             ends = starts[1:] + [time.time()]
-            self.lab.guest.signal(pinger, 2)
-            self.lab.guest.wait(pinger)
-            self.lab.guest.signal(cap, 2)
-            self.lab.guest.wait(cap)
+            self.unwatch(pids)
             pcmk.stop()
             # as the deploy left it: the VIP and its conns nowhere
             for node in self.holders:
