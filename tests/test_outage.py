@@ -160,3 +160,26 @@ class TestCapture(base.TestCase):
         macs = [line.split()[1] for line in out.stdout.splitlines()]
         self.assertEqual([mac for _, mac, _ in outage.esp_frames(
             wire.read(path), VIP, PINGER)], macs)
+
+
+class TestSummary(base.TestCase):
+
+    def test_a_failed_move_says_so(self):
+        from tripleo_ipsec.lab import run
+        move = {'from': 'overcloud-controller-0',
+                'to': 'overcloud-controller-1', 'cleartext': 0,
+                'recovered': False, 'outage_ms': 8000,
+                'capture_outage_ms': 8000, 'esp_restored_ms': None}
+        good = dict(move, recovered=True, outage_ms=640,
+                    capture_outage_ms=641, esp_restored_ms=900)
+        text = run.summary({
+            'ok': False, 'phases': [], 'checks': [],
+            'failover': {'vip': VIP, 'peer': 'overcloud-novacompute-0',
+                         'outage_target_ms': 1000,
+                         'ours': {'moves': [good], 'control': move},
+                         'road-warrior': {'moves': [move]}}})
+        self.assertIn('NOT recovered: no reply from controller-1 in the '
+                      '8000 ms window', text)
+        self.assertIn('outage 640 ms (capture 641 ms), ESP under a new SPI '
+                      'from the new holder after 900 ms', text)
+        self.assertNotIn('None', text)

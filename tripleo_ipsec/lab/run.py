@@ -544,11 +544,16 @@ def summary(report):
                                       seen['cleartext'], seen['marker']))
     up = report.get('bring_up')
     if up:
-        lines.append('  bring-up of %s Child SAs: ours %s ms (%s ms from the '
-                     'first initiate), tripleo-ipsec style %s ms, ratio %s'
-                     % (up['child_sas'], up['ours_ms'],
-                        up['ours_from_first_initiate_ms'],
-                        up['tripleo_ipsec_style_ms'], up['ratio']))
+        theirs = ('%s ms' % up['tripleo_ipsec_style_ms']
+                  if up['tripleo_ipsec_style_ms'] else
+                  'not up in %d ms' % up['limit_ms'])
+        lines.append('  bring-up of %s Child SAs: ours %s (%s ms from the '
+                     'first initiate), tripleo-ipsec style %s, ratio %s%s'
+                     % (up['child_sas'], '%s ms' % up['ours_ms']
+                        if up['ours_ms'] else 'not up in %d ms'
+                        % up['limit_ms'], up['ours_from_first_initiate_ms'],
+                        theirs, '<= ' if up['ratio_is_upper_bound'] else '',
+                        up['ratio']))
     fail = report.get('failover')
     if fail:
         lines.append('  VIP %s failover, as crm_simulate orders it, %s '
