@@ -71,11 +71,10 @@ class ClusterError(Exception):
 class Cluster(object):
     """The controllers' cluster in GUEST, from the deploy's CIB file."""
 
-    def __init__(self, lab, nodes, network, cib, enabled, timeout):
+    def __init__(self, lab, nodes, cib, enabled, timeout):
         self.lab = lab
         self.guest = lab.guest
         self.nodes = list(nodes)         # name, in the CIB's node id order
-        self.network = network           # where corosync talks (ctlplane)
         self.cib = cib
         self.enabled = set(enabled)      # the resources left to start
         self.timeout = timeout
@@ -130,7 +129,8 @@ class Cluster(object):
     def start(self, addresses, pluto_rundirs):
         """Start every node; returns once all are online and ENABLED run.
 
-        ADDRESSES: {node: its address on the network corosync uses}.
+        ADDRESSES: {node: its address on the network corosync uses};
+        PLUTO_RUNDIRS: {node: its pluto's run directory}.
         """
         conf, cib, script = self._write(addresses)
         lines = []

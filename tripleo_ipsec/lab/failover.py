@@ -543,12 +543,13 @@ class Failover(object):
         in the other modes.
         """
         mode = 'cluster'
-        ctlplane = 'ctlplane'
-        addresses = {h.name: h.addresses[ctlplane]
+        # corosync talks over ctlplane here (TripleO's PacemakerNetwork is
+        # internal_api)
+        addresses = {h.name: h.addresses['ctlplane']
                      for h in self.oc.topology.hosts if h.vip_holder}
         pcmk = cluster_mod.Cluster(
-            self.lab, self.holders, ctlplane, self.oc.cib,
-            [self.ip_res, self.ours], CLUSTER_FORM_S * self.lab.scale)
+            self.lab, self.holders, self.oc.cib, [self.ip_res, self.ours],
+            CLUSTER_FORM_S * self.lab.scale)
         pcap, ping, pids = self.watch(mode, [self.peer.name])
         steps, starts, holder = [], [], None
         try:
