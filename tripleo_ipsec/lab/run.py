@@ -505,8 +505,9 @@ class Lab(object):
             self.phase('rerun the deploy', self.rerun)
             self.phase('scale out by one compute', self.scale_out)
             if self.failover_moves:
-                self.phase('VIP failover x%d, ours vs road warrior'
-                           % self.failover_moves, self.failover)
+                self.phase('VIP failover x%d, ours vs road warrior%s'
+                           % (self.failover_moves, ', then a real cluster'
+                              if self.cluster else ''), self.failover)
             self.phase('iperf3', self.iperf)
             # last: it leaves the nodes with tripleo-ipsec style conns
             self.phase('bring-up time, ours vs tripleo-ipsec style',
