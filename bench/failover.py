@@ -1,6 +1,7 @@
 """VIP failover in the lab: our OCF agent against tripleo-ipsec's road warrior.
 
     sudo python bench/failover.py [--moves 5] [--out DIR] [--json FILE]
+                                  [--baseline-window S] [--cluster]
 
 Boots the lab guest, deploys the simulated overcloud through the real path
 (``tripleo_ipsec.lab``) and moves the internal_api VIP MOVES times, in the

@@ -79,6 +79,21 @@ class TestDocs(testtools.TestCase):
         self.assertEqual([], [n for n in defaults if n not in specified])
 
 
+class TestDemo(testtools.TestCase):
+
+    def test_help_installs_and_starts_nothing(self):
+        venv = os.path.join(self.useFixture(fixtures.TempDir()).path, 'v')
+        env = dict(os.environ, TRIPLEO_IPSEC_VENV=venv)
+        result = subprocess.run([os.path.join(TOP, 'tools', 'demo'),
+                                 '--help'], capture_output=True, text=True,
+                                env=env, timeout=60)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('--failover MOVES', result.stdout)
+        self.assertIn('--cluster', result.stdout)
+        self.assertNotIn('tools/install', result.stderr)
+        self.assertFalse(os.path.exists(venv))
+
+
 class TestAnsible(testtools.TestCase):
 
     def _env(self):
