@@ -211,7 +211,10 @@ class Cluster(object):
         return result
 
     def move(self, resource, node):
-        """``crm_resource --move``, from the node where it runs now."""
+        """``crm_resource --move``, run on the first node.
+
+        Any node's client reaches the cluster's CIB.
+        """
         self.crm(self.nodes[0], ['crm_resource', '--move', '-r', resource,
                                  '-N', node])
 

@@ -154,8 +154,9 @@ class Failover(object):
         ``start`` adds the address and, as IPaddr2 does by default
         (``arp_bg``), announces it in the background with resource-agents'
         own ``send_arp`` (IPv4: 5 times, 200 ms apart) or ``send_ua``
-        (IPv6 unsolicited neighbour advertisements); its pid joins $bg,
-        which the move waits for, so a sender that fails fails the move.
+        (IPv6 unsolicited neighbour advertisements); its pid joins
+        $senders, which the move waits for, so a sender that fails fails
+        the move.
         ARP=False leaves the announcement out (the control move).
         """
         v, bits = self.vip.address, self.bits
@@ -294,6 +295,11 @@ class Failover(object):
     def rw_file(self):
         return 'overcloud-%s-vip-tunnels' % self.vip.name
 
+    @property
+    def rw_nodes(self):
+        """The nodes the road warrior gives conns: holders and the peer."""
+        return self.holders + [self.peer.name]
+
     def road_warrior_files(self, remove=False):
         """Write (or remove) tripleo-ipsec's VIP tunnels, as upstream did.
 
@@ -305,9 +311,8 @@ class Failover(object):
         its own that includes the same ``/etc/ipsec.d``, with which the
         plutos restart).
         """
-        nodes = self.holders + [self.peer.name]
         if remove:
-            for node in nodes:
+            for node in self.rw_nodes:
                 self.lab.guest.run(['sh', '-c', 'rm -rf /etc/netns/%s/ipsec.d/'
                                     '%s.* /etc/netns/%s/ipsec.d/%s' % (
                                         node, self.rw_file, node,
@@ -320,7 +325,7 @@ class Failover(object):
                   '\tesp=%s' % self.oc.plan.options['esp'],
                   '\tdpddelay=5', '\tdpdtimeout=15', '\tfailureshunt=drop']
         setup = 'config setup\n\tuniqueids=no\n\ninclude /etc/ipsec.d/*.conf\n'
-        for node in nodes:
+        for node in self.rw_nodes:
             if node in self.holders:
                 conn = ['conn %s' % self.listener, '\tleft=%s'
                         % self.vip.address, '\tleftid=%s' % vipid,
@@ -355,11 +360,10 @@ class Failover(object):
         /etc/ipsec.d loads as its ``auto=`` says (the VIP holders' conns
         are ``ignore``: the agent loads them).
         """
-        nodes = self.holders + [self.peer.name]
         config = ('/etc/ipsec.d/%s/ipsec.conf' % RW_SETUP_DIR
                   if road_warrior else None)
-        self.oc.parallel(self.oc.stop_pluto, nodes)
-        self.oc.parallel_start(nodes, config)
+        self.oc.parallel(self.oc.stop_pluto, self.rw_nodes)
+        self.oc.parallel_start(self.rw_nodes, config)
 
     def towards_vip(self, host):
         """HOST's own conns towards the VIP (its trap when it is a peer)."""
