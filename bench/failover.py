@@ -4,14 +4,14 @@
                                   [--baseline-window S] [--cluster]
 
 Boots the lab guest, deploys the simulated overcloud through the real path
-(``tripleo_ipsec.lab``) and moves the internal_api VIP MOVES times, in the
+(``tripleo_ipsec_lab``) and moves the internal_api VIP MOVES times, in the
 order ``crm_simulate`` gives for a ``crm_resource --move`` on the deploy's
 CIB, while a compute pings the VIP every 10 ms: first with our conns and
 ``ocf:tripleo-ipsec:vip``, then, in the same run, with tripleo-ipsec's
 road-warrior conns and the stock ``ocf:heartbeat:ipsec`` (the baseline).
 Per move: the outage as the compute saw it (the longest gap between its
 echo replies, counted on those from the node that should hold the VIP
-after the move; tripleo_ipsec/lab/outage.py), the cleartext packets to
+after the move; tripleo_ipsec_lab/outage.py), the cleartext packets to
 or from the VIP, and the ratio of our outage to the baseline's (an upper
 bound where the baseline never recovered: then its window is its
 figure).  Then one control move without the gratuitous ARP, which the
@@ -29,8 +29,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tripleo_ipsec.lab import guest  # noqa: E402
-from tripleo_ipsec.lab import run  # noqa: E402
+from tripleo_ipsec_lab import guest  # noqa: E402
+from tripleo_ipsec_lab import run  # noqa: E402
 
 TARGET_MS = 1000
 

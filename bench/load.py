@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from tests import pluto  # noqa: E402
-from tripleo_ipsec import libreswan  # noqa: E402
+from tripleo_ipsec.node import libreswan  # noqa: E402
 
 TARGET_SECONDS = 15.0
 TARGET_RATIO = 10.0
@@ -43,12 +43,12 @@ def config(count):
     Returns (conf text, conn names).
     """
     from tripleo_ipsec import keys
-    from tripleo_ipsec import names
+    from tripleo_ipsec.node import names
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
-    from tripleo_ipsec import synth
     from tripleo_ipsec import topology
+    from tripleo_ipsec_lab import synth
 
     networks = {'ctlplane': ('192.168.0.0/16',),
                 'internal_api': ('10.99.0.0/16',)}

@@ -47,8 +47,8 @@ def one(size, layout, out):
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
-    from tripleo_ipsec import synth
     from tripleo_ipsec import topology
+    from tripleo_ipsec_lab import synth
 
     if layout == 'stock':
         roles = [synth.controller(3), synth.ceph(3), synth.compute(size - 6)]

@@ -9,7 +9,7 @@ import testtools
 import yaml
 
 from tripleo_ipsec import keys
-from tripleo_ipsec import names
+from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
 from tripleo_ipsec import render

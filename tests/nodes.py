@@ -15,8 +15,8 @@ import tempfile
 import uuid
 
 from tests import pluto
-from tripleo_ipsec.lab import overcloud
-from tripleo_ipsec import libreswan
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec_lab import overcloud
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLES = os.path.join(TOP, 'ansible', 'roles')

@@ -18,7 +18,7 @@ import yaml
 
 from tests import base
 from tripleo_ipsec import keys
-from tripleo_ipsec import synth
+from tripleo_ipsec_lab import synth
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

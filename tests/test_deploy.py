@@ -12,12 +12,12 @@ from tests import base
 from tests import nodes
 from tests import pluto
 from tests import test_pacemaker
-from tripleo_ipsec import heat
-from tripleo_ipsec.lab import overcloud
 from tripleo_ipsec import plan
-from tripleo_ipsec import steps
-from tripleo_ipsec import synth
 from tripleo_ipsec import topology
+from tripleo_ipsec_lab import heat
+from tripleo_ipsec_lab import overcloud
+from tripleo_ipsec_lab import steps
+from tripleo_ipsec_lab import synth
 
 APPLY = 'Reconcile this node\'s IPsec conns'
 RENDER = 'Render every node\'s IPsec bundle'

@@ -10,8 +10,8 @@ import sys
 import yaml
 
 from tests import base
-from tripleo_ipsec import heat
-from tripleo_ipsec import steps
+from tripleo_ipsec_lab import heat
+from tripleo_ipsec_lab import steps
 
 TOP = heat.TOP
 STANDARD = ('ServiceData', 'ServiceNetMap', 'RoleName', 'RoleParameters',

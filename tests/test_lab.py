@@ -14,8 +14,8 @@ import subprocess
 import time
 
 from tests import base
-from tripleo_ipsec.lab import guest
-from tripleo_ipsec.lab import run
+from tripleo_ipsec_lab import guest
+from tripleo_ipsec_lab import run
 
 # how far the report's outage may be from the one read off the capture
 AGREE_MS = 50

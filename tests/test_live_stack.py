@@ -16,7 +16,7 @@ import sys
 import threading
 
 from tests import base
-from tripleo_ipsec import synth
+from tripleo_ipsec_lab import synth
 
 
 class _HeatAPI(http.server.BaseHTTPRequestHandler):

@@ -9,8 +9,8 @@ import time
 
 from tests import base
 from tests import pluto
-from tripleo_ipsec import libreswan
-from tripleo_ipsec import names
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 
 AGENT = os.path.join(base.os.path.dirname(base.FIXTURES), '..', 'ansible',
                      'roles', 'tripleo_ipsec', 'files', 'ocf', 'vip')

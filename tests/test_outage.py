@@ -8,8 +8,8 @@ import struct
 import subprocess
 
 from tests import base
-from tripleo_ipsec.lab import outage
-from tripleo_ipsec import wire
+from tripleo_ipsec.node import wire
+from tripleo_ipsec_lab import outage
 
 OLD, NEW, PINGER_MAC = '02:00:00:00:00:01', '02:00:00:00:00:02', \
     '02:00:00:00:00:09'
@@ -165,7 +165,7 @@ class TestCapture(base.TestCase):
 class TestSummary(base.TestCase):
 
     def test_a_failed_move_says_so(self):
-        from tripleo_ipsec.lab import run
+        from tripleo_ipsec_lab import run
         move = {'from': 'overcloud-controller-0',
                 'to': 'overcloud-controller-1', 'cleartext': 0,
                 'recovered': False, 'outage_ms': 8000,

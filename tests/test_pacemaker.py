@@ -8,9 +8,9 @@ import shutil
 
 from tests import base
 from tests import pluto
-from tripleo_ipsec.lab import overcloud
-from tripleo_ipsec import names
-from tripleo_ipsec import pacemaker
+from tripleo_ipsec.node import names
+from tripleo_ipsec.node import pacemaker
+from tripleo_ipsec_lab import overcloud
 
 AGENT = os.path.realpath(os.path.join(
     base.FIXTURES, '..', '..', 'ansible', 'roles', 'tripleo_ipsec', 'files',

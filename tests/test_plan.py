@@ -8,11 +8,11 @@ import re
 
 from tests import base
 from tripleo_ipsec import errors
-from tripleo_ipsec import libreswan
-from tripleo_ipsec import names
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
-from tripleo_ipsec import synth
 from tripleo_ipsec import topology
+from tripleo_ipsec_lab import synth
 
 _PSK = re.compile(r'^(\S+) (\S+) : PSK "([^"]+)"$', re.M)
 _STANZA = re.compile(r'^conn (\S+)\n((?:\t.*\n)+)', re.M)

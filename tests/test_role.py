@@ -12,10 +12,10 @@ import sys
 from tests import base
 from tests import nodes
 from tests import pluto
-from tripleo_ipsec import libreswan
+from tripleo_ipsec.node import libreswan
 from tripleo_ipsec import plan
-from tripleo_ipsec import synth
 from tripleo_ipsec import topology
+from tripleo_ipsec_lab import synth
 
 PLAYBOOK = os.path.join(nodes.TOP, 'tests', 'playbooks', 'apply.yml')
 APPLY = 'Reconcile this node\'s IPsec conns'

@@ -1,6 +1,7 @@
 """Project checks that run as tests: flake8/hacking, reno lint and the
 sample config's drift."""
 
+import ast
 import os
 import shutil
 import subprocess
@@ -122,26 +123,39 @@ class TestAnsible(testtools.TestCase):
             self.assertEqual(0, result.returncode,
                              name + result.stdout + result.stderr)
 
-    def test_module_utils_is_the_package_module(self):
-        # the role ships tripleo_ipsec/libreswan.py to nodes as module_utils
-        link = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec',
-                            'module_utils', 'tripleo_ipsec_libreswan.py')
-        self.assertEqual(os.path.realpath(link), os.path.join(
-            TOP, 'tripleo_ipsec', 'libreswan.py'))
-        with open(link) as f:
-            imports = [line for line in f if line.startswith(
-                ('import ', 'from '))]
-        # nodes get nothing from pip: the standard library only
-        self.assertEqual(['import os\n', 'import re\n', 'import subprocess\n',
-                          'import tempfile\n'], imports)
-        link = os.path.join(os.path.dirname(link),
-                            'tripleo_ipsec_pacemaker.py')
-        self.assertEqual(os.path.realpath(link), os.path.join(
-            TOP, 'tripleo_ipsec', 'pacemaker.py'))
-        with open(link) as f:
-            imports = [line for line in f if line.startswith(
-                ('import ', 'from '))]
-        self.assertEqual(['import xml.etree.ElementTree as ET\n'], imports)
+    def test_module_utils_are_the_node_modules(self):
+        # the role ships tripleo_ipsec/node/<m>.py to the nodes as its
+        # module_utils/tripleo_ipsec_<m>.py: one file, linked
+        node = os.path.join(TOP, 'tripleo_ipsec', 'node')
+        utils = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec',
+                             'module_utils')
+        modules = sorted(n[:-3] for n in os.listdir(node)
+                         if n.endswith('.py') and n != '__init__.py')
+        self.assertEqual(['tripleo_ipsec_%s.py' % m for m in modules],
+                         sorted(os.listdir(utils)))
+        for module in modules:
+            link = os.path.join(utils, 'tripleo_ipsec_%s.py' % module)
+            self.assertEqual(os.path.join(node, module + '.py'),
+                             os.path.realpath(link))
+            # nodes get nothing from pip: the standard library, and each
+            # other under the name the role gives them
+            with open(link) as f:
+                tree = ast.parse(f.read())
+            for top in _imported(tree):
+                self.assertTrue(
+                    top in sys.stdlib_module_names or top in (
+                        'tripleo_ipsec', 'ansible'),
+                    '%s imports %s' % (module, top))
+
+
+def _imported(tree):
+    """The top-level package of every module an AST imports."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split('.')[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module.split('.')[0]
 
 
 class TestPackaging(testtools.TestCase):
@@ -164,6 +178,13 @@ class TestPackaging(testtools.TestCase):
             utils = [n for n in names if n.endswith(
                 'module_utils/tripleo_ipsec_libreswan.py')][0]
             shipped = zf.read(utils).decode()
+        # runtime code only: no lab, no simulator, no test
+        packages = sorted({n.split('/')[0] for n in names
+                           if '.dist-info/' not in n and '.data/' not in n})
+        self.assertEqual(['tripleo_ipsec'], packages)
+        self.assertEqual([], [n for n in names if 'lab' in n.split('/')
+                              or n.endswith(('/heat.py', '/steps.py',
+                                             '/synth.py'))])
         for path in ('tripleo_ipsec/tasks/main.yml',
                      'tripleo_ipsec/tasks/verify.yml',
                      'tripleo_ipsec/tasks/render.yml',
@@ -190,5 +211,22 @@ class TestPackaging(testtools.TestCase):
                           'playbooks/tripleo-ipsec-verify.yaml'],
                          sorted(share))
         # the link became the module itself
-        with open(os.path.join(TOP, 'tripleo_ipsec', 'libreswan.py')) as f:
+        with open(os.path.join(TOP, 'tripleo_ipsec', 'node',
+                               'libreswan.py')) as f:
             self.assertEqual(f.read(), shipped)
+
+    def test_no_runtime_module_imports_the_lab_or_the_tests(self):
+        product = os.path.join(TOP, 'tripleo_ipsec')
+        walked = 0
+        for root, _dirs, files in os.walk(product):
+            for name in files:
+                if not name.endswith('.py'):
+                    continue
+                path = os.path.join(root, name)
+                with open(path) as f:
+                    tree = ast.parse(f.read())
+                walked += 1
+                bad = {t for t in _imported(tree)
+                       if t in ('tripleo_ipsec_lab', 'tests', 'bench')}
+                self.assertEqual(set(), bad, path)
+        self.assertGreater(walked, 10)

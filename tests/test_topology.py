@@ -5,8 +5,8 @@ import os
 
 from tests import base
 from tripleo_ipsec.errors import Error
-from tripleo_ipsec import synth
 from tripleo_ipsec import topology
+from tripleo_ipsec_lab import synth
 
 
 def stock():

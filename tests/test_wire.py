@@ -11,7 +11,7 @@ import uuid
 
 from tests import base
 from tests import pluto
-from tripleo_ipsec import wire
+from tripleo_ipsec.node import wire
 
 FILTERS = os.path.join(base.FIXTURES, '..', '..', 'ansible', 'roles',
                        'tripleo_ipsec', 'filter_plugins', 'tripleo_ipsec.py')

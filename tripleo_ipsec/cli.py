@@ -13,8 +13,8 @@ import yaml
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec import keys
-from tripleo_ipsec import libreswan
-from tripleo_ipsec import names
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec import options as options_mod
 from tripleo_ipsec import plan as plan_mod
 from tripleo_ipsec import render

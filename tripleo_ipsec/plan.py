@@ -20,7 +20,7 @@ import hashlib
 import typing
 
 from tripleo_ipsec.errors import Error
-from tripleo_ipsec import names
+from tripleo_ipsec.node import names
 from tripleo_ipsec.options import DEFAULT_SKIP_NETWORKS
 
 HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'

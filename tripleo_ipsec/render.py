@@ -18,8 +18,8 @@ import tempfile
 import jinja2
 
 from tripleo_ipsec.errors import Error
-from tripleo_ipsec import names
-from tripleo_ipsec import pacemaker
+from tripleo_ipsec.node import names
+from tripleo_ipsec.node import pacemaker
 from tripleo_ipsec import plan as plan_mod
 
 MARKER = '.tripleo-ipsec-output'

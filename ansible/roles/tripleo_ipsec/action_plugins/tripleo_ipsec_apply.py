@@ -22,7 +22,7 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from tripleo_ipsec import names
+from tripleo_ipsec.node import names
 
 
 class ActionModule(ActionBase):

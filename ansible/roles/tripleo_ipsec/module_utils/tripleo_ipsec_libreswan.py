@@ -1,1 +1,1 @@
-../../../../tripleo_ipsec/libreswan.py
+../../../../tripleo_ipsec/node/libreswan.py

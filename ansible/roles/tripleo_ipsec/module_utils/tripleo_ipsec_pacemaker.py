@@ -1,1 +1,1 @@
-../../../../tripleo_ipsec/pacemaker.py
+../../../../tripleo_ipsec/node/pacemaker.py

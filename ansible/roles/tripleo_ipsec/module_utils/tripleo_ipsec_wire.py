@@ -1,1 +1,1 @@
-../../../../tripleo_ipsec/wire.py
+../../../../tripleo_ipsec/node/wire.py

@@ -21,16 +21,16 @@ import time
 
 import yaml
 
-from tripleo_ipsec import heat
-from tripleo_ipsec import names
+from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
-from tripleo_ipsec import steps
-from tripleo_ipsec import synth
 from tripleo_ipsec import topology
+from tripleo_ipsec_lab import heat
+from tripleo_ipsec_lab import steps
+from tripleo_ipsec_lab import synth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(os.path.dirname(HERE))
+TOP = os.path.dirname(HERE)
 ROLES = os.path.join(TOP, 'ansible', 'roles')
 # where the role installs our OCF agent on the lab's nodes, in the guest
 OCF_DIR = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER)

@@ -46,11 +46,11 @@ import shutil
 import subprocess
 import time
 
-from tripleo_ipsec.lab import cluster as cluster_mod
-from tripleo_ipsec.lab import outage
-from tripleo_ipsec.lab import overcloud
-from tripleo_ipsec import names
-from tripleo_ipsec import wire
+from tripleo_ipsec.node import names
+from tripleo_ipsec.node import wire
+from tripleo_ipsec_lab import cluster as cluster_mod
+from tripleo_ipsec_lab import outage
+from tripleo_ipsec_lab import overcloud
 
 ACTION = re.compile(r'Resource action: (\S+)\s+(start|stop) on (\S+)')
 MAC = re.compile(r'link/ether ([0-9a-f:]{17})')

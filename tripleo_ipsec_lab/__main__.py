@@ -1,4 +1,4 @@
-"""python -m tripleo_ipsec.lab: run the lab scenario, print a summary.
+"""python -m tripleo_ipsec_lab: run the lab scenario, print a summary.
 
 Parsing the arguments needs the standard library and ``synth`` only, so
 ``--help`` works before anything is installed (``tools/demo --help``).
@@ -10,12 +10,12 @@ import os
 import sys
 import time
 
-from tripleo_ipsec import synth
+from tripleo_ipsec_lab import synth
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m tripleo_ipsec.lab',
+        prog='python -m tripleo_ipsec_lab',
         description='Deploy tripleo-ipsec on a simulated overcloud in a '
                     'User-Mode-Linux guest and prove it on the wire.')
     parser.add_argument('--out', default=os.path.join(
@@ -51,7 +51,7 @@ def main(argv=None):
             parser.error('--network %s: %s' % (item, e))
     if os.path.exists(os.path.join(args.out, 'report.json')):
         parser.error('%s already holds a report' % args.out)
-    from tripleo_ipsec.lab import run
+    from tripleo_ipsec_lab import run
     report = run.Lab(args.out, args.controllers, args.computes,
                      args.timeout, failover=args.failover,
                      networks=networks, cluster=args.cluster).run()

@@ -9,7 +9,7 @@ mounts at the same path (``agent.py``).  One process group holds the guest;
 a watchdog kills it by pid when the lab's time is up, and ``close()``
 leaves nothing running.
 
-``python -m tripleo_ipsec.lab.guest WORK NETNS -- ARGV...`` runs ARGV in a
+``python -m tripleo_ipsec_lab.guest WORK NETNS -- ARGV...`` runs ARGV in a
 node of a running guest, passing stdin, stdout, stderr and the exit code
 through: the lab's Ansible interpreter for each node is this.
 """
@@ -26,6 +26,7 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
 UML = '/usr/bin/linux.uml'
 PYTHON = '/usr/bin/python3'
 
@@ -212,8 +213,10 @@ class Guest(object):
     def python_wrapper(self, netns, path):
         """Write an interpreter for Ansible that runs in node NETNS."""
         with open(path, 'w') as f:
-            f.write('#!/bin/sh\nexec %s -m tripleo_ipsec.lab.guest %s %s -- '
-                    '%s "$@"\n' % (sys.executable, self.work, netns, PYTHON))
+            # the lab package is not installed: it runs from the checkout
+            f.write('#!/bin/sh\nPYTHONPATH=%s exec %s -m '
+                    'tripleo_ipsec_lab.guest %s %s -- %s "$@"\n'
+                    % (TOP, sys.executable, self.work, netns, PYTHON))
         os.chmod(path, 0o755)
         return path
 
@@ -221,7 +224,7 @@ class Guest(object):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 4 or argv[2] != '--':
-        sys.stderr.write('usage: python -m tripleo_ipsec.lab.guest WORK '
+        sys.stderr.write('usage: python -m tripleo_ipsec_lab.guest WORK '
                          'NETNS -- ARGV...\n')
         return 2
     work, netns, command = argv[0], argv[1], argv[3:]

@@ -26,7 +26,7 @@ VIP, a VIP that answers from the wrong node, or a clean move.
 
 import re
 
-from tripleo_ipsec import wire
+from tripleo_ipsec.node import wire
 
 ESP = 50
 REPLY = re.compile(r'^\[(\d+\.\d+)\] \d+ bytes from ')

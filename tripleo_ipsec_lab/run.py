@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 
-from tripleo_ipsec.lab import failover as failover_mod
-from tripleo_ipsec.lab import guest as guest_mod
-from tripleo_ipsec.lab import overcloud
+from tripleo_ipsec.node import wire
 from tripleo_ipsec import plan
-from tripleo_ipsec import wire
+from tripleo_ipsec_lab import failover as failover_mod
+from tripleo_ipsec_lab import guest as guest_mod
+from tripleo_ipsec_lab import overcloud
 
 TOP = overcloud.TOP
 VERIFY_PLAYBOOK = os.path.join(TOP, 'playbooks', 'tripleo-ipsec-verify.yaml')

@@ -1,0 +1,1 @@
+../../../../tripleo_ipsec/node/names.py
