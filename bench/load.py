@@ -47,7 +47,7 @@ def config(count):
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
-    from tripleo_ipsec import topology
+    from tripleo_ipsec import sources
     from tripleo_ipsec_lab import synth
 
     networks = {'ctlplane': ('192.168.0.0/16',),
@@ -56,7 +56,7 @@ def config(count):
                         '%stackname%-controller-%index%'),
              synth.Role('Compute', count, tuple(networks), (),
                         '%stackname%-novacompute-%index%')]
-    topo = topology.build(synth.stack_outputs(
+    topo = sources.topology_of(synth.stack_outputs(
         roles, networks, service_vips=False, vip_networks=()))
     the_plan = plan.build(topo, options.Options())
     host = 'overcloud-controller-0'

@@ -47,7 +47,7 @@ def one(size, layout, out):
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
-    from tripleo_ipsec import topology
+    from tripleo_ipsec import sources
     from tripleo_ipsec_lab import synth
 
     if layout == 'stock':
@@ -66,7 +66,7 @@ def one(size, layout, out):
         roles, NETWORKS, vip_networks=synth.VIP_NETWORKS + ('tenant',))
     key = keys.MasterKey(os.urandom(64))
     t0 = time.perf_counter()
-    topo = topology.build(outputs, synth.net_cidr_map(NETWORKS))
+    topo = sources.topology_of(outputs, synth.net_cidr_map(NETWORKS))
     t1 = time.perf_counter()
     the_plan = plan.build(topo, opts)
     t2 = time.perf_counter()

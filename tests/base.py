@@ -13,7 +13,7 @@ from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
 from tripleo_ipsec import render
-from tripleo_ipsec import topology
+from tripleo_ipsec import sources
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         'fixtures')
@@ -23,7 +23,7 @@ FIXTURE_FILES = {'stock': 'stock.json', 'composable': 'composable.yaml',
 
 
 def fixture_outputs(name):
-    return topology.load_outputs(os.path.join(FIXTURES, FIXTURE_FILES[name]))
+    return sources.load_outputs(os.path.join(FIXTURES, FIXTURE_FILES[name]))
 
 
 def fixture_cidrs(name):
@@ -35,7 +35,8 @@ def fixture_cidrs(name):
 
 
 def fixture_topology(name):
-    return topology.build(fixture_outputs(name), fixture_cidrs(name))
+    return sources.topology_of(fixture_outputs(name),
+                               fixture_cidrs(name))
 
 
 def make_plan(topo, **opts):

@@ -13,7 +13,7 @@ from tests import nodes
 from tests import pluto
 from tests import test_pacemaker
 from tripleo_ipsec import plan
-from tripleo_ipsec import topology
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import heat
 from tripleo_ipsec_lab import overcloud
 from tripleo_ipsec_lab import steps
@@ -47,7 +47,7 @@ class TestDeploy(base.TestCase):
         outputs = synth.stack_outputs(
             [synth.controller(3), synth.compute(computes)],
             blacklist=blacklist)
-        topo = topology.build(outputs, synth.net_cidr_map())
+        topo = sources.topology_of(outputs, synth.net_cidr_map())
         if not os.path.exists(self.cib):
             test_pacemaker.cluster_cib(self, self.cib, plan.build(
                 topo, base.options.Options()).vips)
@@ -59,8 +59,8 @@ class TestDeploy(base.TestCase):
     def inventory(self, outputs, **extra):
         """config-download's inventory, pointed at the test nodes."""
         path = os.path.join(self.work, 'tripleo-ansible-inventory.yaml')
-        with topology.quiet():
-            topology.tripleo_inventory(
+        with sources.quiet():
+            sources.tripleo_inventory(
                 outputs, ansible_ssh_user='tripleo-admin').\
                 write_static_inventory(path)
         with open(path) as f:

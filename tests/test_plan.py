@@ -11,7 +11,7 @@ from tripleo_ipsec import errors
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
-from tripleo_ipsec import topology
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import synth
 
 _PSK = re.compile(r'^(\S+) (\S+) : PSK "([^"]+)"$', re.M)
@@ -132,7 +132,7 @@ class TestMesh(base.TestCase):
         self.assertIn('overcloud-novacompute-1', peers)
 
     def test_initiators_spread_and_stable(self):
-        topo = topology.build(synth.stack_outputs(
+        topo = sources.topology_of(synth.stack_outputs(
             [synth.controller(3), synth.compute(30)]))
         the_plan = base.make_plan(topo)
         for name, hp in the_plan.hosts.items():
@@ -204,14 +204,14 @@ class TestVips(base.TestCase):
 
     def test_service_vips_found_without_cidrs(self):
         for fixture in ('stock', 'composable', 'spine_leaf', 'dual_stack'):
-            topo = topology.build(base.fixture_outputs(fixture))
+            topo = sources.topology_of(base.fixture_outputs(fixture))
             placed = {v.name: v.network for v in topo.vips}
             self.assertEqual('internal_api', placed['redis'], fixture)
             self.assertEqual('internal_api', placed['ovn_dbs'], fixture)
 
     def test_vip_networks_option_places_a_vip(self):
-        topo = topology.build(base.fixture_outputs('stock'),
-                              vip_networks={'redis': 'storage'})
+        topo = sources.topology_of(base.fixture_outputs('stock'),
+                                   vip_networks={'redis': 'storage'})
         self.assertEqual('storage', {v.name: v.network
                                      for v in topo.vips}['redis'])
 
@@ -220,7 +220,7 @@ class TestStableNames(base.TestCase):
     """Scale-out and scale-in only add or remove; nothing else changes."""
 
     def _render(self, computes, key):
-        topo = topology.build(synth.stack_outputs(
+        topo = sources.topology_of(synth.stack_outputs(
             [synth.controller(3), synth.compute(computes)]))
         the_plan = base.make_plan(topo)
         out, _ = self.render(the_plan, key)
@@ -348,7 +348,7 @@ class TestFirewall(base.TestCase):
                           'external' in r or 'ctlplane' in r])
 
     def test_rules_without_subnets_are_per_family(self):
-        topo = topology.build(base.fixture_outputs('dual_stack'))
+        topo = sources.topology_of(base.fixture_outputs('dual_stack'))
         rules = base.make_plan(topo).firewall_rules
         self.assertEqual({'proto': 'esp', 'ipversion': 'ipv6'},
                          rules['101 ipsec esp internal_api ipv6'])
@@ -370,7 +370,7 @@ class TestSkipNetworks(base.TestCase):
                     'internal_api': ('172.16.2.0/24',)}
         roles = [synth.Role('Controller', 2, tuple(networks),
                             synth.CONTROLLER_SERVICES, 'ctl-%index%')]
-        topo = topology.build(synth.stack_outputs(roles, networks))
+        topo = sources.topology_of(synth.stack_outputs(roles, networks))
         self.assertEqual(('internal_api',), base.make_plan(topo).networks)
 
     def test_other_names_must_exist(self):

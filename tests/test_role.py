@@ -14,7 +14,7 @@ from tests import nodes
 from tests import pluto
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec import plan
-from tripleo_ipsec import topology
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import synth
 
 PLAYBOOK = os.path.join(nodes.TOP, 'tests', 'playbooks', 'apply.yml')
@@ -34,7 +34,7 @@ class RoleTestCase(base.TestCase):
 
     def bundle(self, computes=2, **opts):
         """Render the stock overcloud with N computes; (plan, out)."""
-        topo = topology.build(synth.stack_outputs(
+        topo = sources.topology_of(synth.stack_outputs(
             [synth.controller(3), synth.compute(computes)]))
         the_plan = base.make_plan(topo, **opts)
         out, _ = self.render(the_plan, self.key)

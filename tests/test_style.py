@@ -230,3 +230,18 @@ class TestPackaging(testtools.TestCase):
                        if t in ('tripleo_ipsec_lab', 'tests', 'bench')}
                 self.assertEqual(set(), bad, path)
         self.assertGreater(walked, 10)
+
+    def test_the_pipeline_core_reads_nothing(self):
+        # sources reads files, Heat and tripleo-common; topology and plan
+        # are pure: plain data in, plain data out
+        for name in ('topology', 'plan'):
+            with open(os.path.join(TOP, 'tripleo_ipsec', name + '.py')) as f:
+                tree = ast.parse(f.read())
+            imported = set(_imported(tree))
+            self.assertEqual(set(), imported & {
+                'yaml', 'json', 'tripleo_common', 'heatclient', 'openstack',
+                'os', 'subprocess', 'socket'}, name)
+            calls = {n.func.id for n in ast.walk(tree)
+                     if isinstance(n, ast.Call)
+                     and isinstance(n.func, ast.Name)}
+            self.assertNotIn('open', calls, name)

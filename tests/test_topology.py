@@ -5,6 +5,7 @@ import os
 
 from tests import base
 from tripleo_ipsec.errors import Error
+from tripleo_ipsec import sources
 from tripleo_ipsec import topology
 from tripleo_ipsec_lab import synth
 
@@ -16,7 +17,7 @@ def stock():
 class TestInventory(base.TestCase):
 
     def test_tripleo_common_inventory(self):
-        inv = topology.inventory(stock())
+        inv = sources.inventory(stock())
         hostvars = inv['_meta']['hostvars']
         self.assertEqual('172.16.2.10',
                          hostvars['overcloud-controller-0']['internal_api_ip'])
@@ -30,24 +31,24 @@ class TestInventory(base.TestCase):
     def test_excluded_hosts_listed(self):
         outputs = stock()
         outputs['BlacklistedHostnames'] = ['overcloud-novacompute-1']
-        inv = topology.inventory(outputs)
+        inv = sources.inventory(outputs)
         self.assertEqual(['overcloud-novacompute-1'],
                          inv['excluded_overcloud']['hosts'])
-        topo = topology.build(outputs)
+        topo = sources.topology_of(outputs)
         self.assertEqual(['overcloud-novacompute-1'],
                          [h.name for h in topo.hosts if h.excluded])
 
     def test_role_without_server_ids_does_not_crash(self):
         outputs = stock()
         del outputs['ServerIdData']['server_ids']['Compute']
-        topo = topology.build(outputs)
+        topo = sources.topology_of(outputs)
         self.assertEqual(5, len(topo.hosts))
 
 
 class TestTopology(base.TestCase):
 
     def test_roles_addresses_and_holders(self):
-        topo = topology.build(stock())
+        topo = sources.topology_of(stock())
         hosts = {h.name: h for h in topo.hosts}
         self.assertEqual('Compute', hosts['overcloud-novacompute-0'].role)
         self.assertNotIn('storage_mgmt',
@@ -63,7 +64,7 @@ class TestTopology(base.TestCase):
         outputs = stock()
         ips = outputs['RoleNetIpMap']['Compute']
         ips['storage_mgmt'] = list(ips['ctlplane'])
-        topo = topology.build(outputs)
+        topo = sources.topology_of(outputs)
         compute = [h for h in topo.hosts if h.role == 'Compute'][0]
         self.assertNotIn('storage_mgmt', compute.addresses)
 
@@ -73,24 +74,24 @@ class TestTopology(base.TestCase):
         addr = outputs['RoleNetIpMap']['Controller']['internal_api'][0]
         outputs['RoleNetIpMap']['Controller']['internal_api'][0] = \
             addr.replace('fd00:fd00:fd00:2000::', 'FD00:FD00:FD00:2000:0::')
-        topo = topology.build(outputs)
+        topo = sources.topology_of(outputs)
         self.assertEqual(addr, topo.hosts[0].addresses['internal_api'])
 
     def test_vip_of_a_network_no_host_is_on_is_left_out(self):
         outputs = synth.stack_outputs([synth.compute(2)])
-        topo = topology.build(outputs)
+        topo = sources.topology_of(outputs)
         self.assertNotIn('external', {v.name for v in topo.vips})
 
     def test_service_vip_outside_every_subnet(self):
         outputs = stock()
         outputs['VipMap']['redis'] = '192.0.2.7'
-        self.assertRaises(Error, topology.build, outputs,
+        self.assertRaises(Error, sources.topology_of, outputs,
                           synth.net_cidr_map())
 
     def test_address_outside_its_subnet(self):
         outputs = stock()
         outputs['RoleNetIpMap']['Compute']['storage'][0] = '172.16.9.9'
-        exc = self.assertRaises(Error, topology.build, outputs,
+        exc = self.assertRaises(Error, sources.topology_of, outputs,
                                 synth.net_cidr_map())
         self.assertIn('172.16.9.9', str(exc))
 
@@ -98,23 +99,23 @@ class TestTopology(base.TestCase):
         outputs = stock()
         outputs['VipMap']['internal_api'] = outputs['RoleNetIpMap'][
             'Compute']['internal_api'][0]
-        exc = self.assertRaises(Error, topology.build, outputs)
+        exc = self.assertRaises(Error, sources.topology_of, outputs)
         self.assertIn('duplicate address', str(exc))
 
     def test_bad_names_are_refused(self):
         outputs = stock()
         bad = copy.deepcopy(outputs)
         bad['RoleNetIpMap']['Compute']['../etc'] = ['1.2.3.4', '1.2.3.5']
-        self.assertRaises(Error, topology.build, bad)
+        self.assertRaises(Error, sources.topology_of, bad)
         bad = copy.deepcopy(outputs)
         names = bad['RoleNetHostnameMap']['Compute']['ctlplane']
         names[0] = '../evil.ctlplane.localdomain'
-        self.assertRaises(Error, topology.build, bad)
+        self.assertRaises(Error, sources.topology_of, bad)
 
     def test_mismatched_counts_are_refused(self):
         outputs = stock()
         outputs['RoleNetIpMap']['Compute']['storage'].pop()
-        exc = self.assertRaises(Error, topology.build, outputs)
+        exc = self.assertRaises(Error, sources.topology_of, outputs)
         self.assertIn('RoleNetIpMap.Compute.storage', str(exc))
 
 
@@ -125,7 +126,7 @@ class TestShapes(base.TestCase):
         heat = synth.as_heat_list(outputs)
         for shape in (heat, {'outputs': heat}, outputs,
                       synth.as_output_show_all(outputs)):
-            self.assertEqual(outputs, topology.parse_outputs(shape))
+            self.assertEqual(outputs, sources.parse_outputs(shape))
 
 
 class TestFromInventory(base.TestCase):
@@ -133,24 +134,24 @@ class TestFromInventory(base.TestCase):
 
     def _static_inventory(self, outputs):
         path = os.path.join(self.tempdir(), 'tripleo-ansible-inventory.yaml')
-        with topology.quiet():
-            topology.tripleo_inventory(outputs).write_static_inventory(path)
+        with sources.quiet():
+            sources.tripleo_inventory(outputs).write_static_inventory(path)
         return path
 
     def test_static_inventory_plus_net_vip_map(self):
         outputs = stock()
         outputs['BlacklistedHostnames'] = ['overcloud-novacompute-1']
         path = self._static_inventory(outputs)
-        want = topology.build(outputs, synth.net_cidr_map())
-        got = topology.from_inventory(topology.load_inventory(path),
-                                      outputs['VipMap'], synth.net_cidr_map())
+        want = sources.topology_of(outputs, synth.net_cidr_map())
+        got = topology.build(sources.load_inventory(path),
+                             outputs['VipMap'], synth.net_cidr_map())
         self.assertEqual(want, got)
 
     def test_without_net_vip_map_ovn_dbs_is_missing(self):
         # tripleo-common keeps redis_vip but drops ovn_dbs: why the Heat
         # service passes config-download's net_vip_map along
         outputs = stock()
-        got = topology.from_inventory(topology.load_inventory(
+        got = topology.build(sources.load_inventory(
             self._static_inventory(outputs)))
         names = {v.name for v in got.vips}
         self.assertIn('redis', names)

@@ -18,6 +18,7 @@ from tripleo_ipsec.node import names
 from tripleo_ipsec import options as options_mod
 from tripleo_ipsec import plan as plan_mod
 from tripleo_ipsec import render
+from tripleo_ipsec import sources
 from tripleo_ipsec import topology
 
 PROG = 'tripleo-ipsec'
@@ -129,25 +130,10 @@ def build_parser():
 
 def _outputs(args):
     if args.stack_outputs:
-        return topology.load_outputs(args.stack_outputs)
+        return sources.load_outputs(args.stack_outputs)
     if not args.os_cloud:
         raise Error('--stack needs --os-cloud')
-    return topology.outputs_from_heat(args.os_cloud, args.stack)
-
-
-def _mapping(path, what):
-    if not path:
-        return None
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise Error('%s %s: %s' % (what, path, exc.strerror))
-    except yaml.YAMLError:
-        raise Error('%s %s: not valid JSON or YAML' % (what, path))
-    if not isinstance(data, dict):
-        raise Error('%s %s: expected a mapping' % (what, path))
-    return data
+    return sources.outputs_from_heat(args.os_cloud, args.stack)
 
 
 def _options(args):
@@ -163,16 +149,14 @@ def _plan_name(args):
 
 
 def _topology(args, opts):
-    cidrs = _mapping(args.net_cidr_map, 'net_cidr_map')
-    vip_map = _mapping(args.net_vip_map, 'net_vip_map')
+    cidrs = sources.load_mapping(args.net_cidr_map, 'net_cidr_map')
+    vips = sources.load_mapping(args.net_vip_map, 'net_vip_map')
+    vip_networks = dict(opts.vip_networks)
     if args.inventory:
-        return topology.from_inventory(topology.load_inventory(
-            args.inventory), vip_map, cidrs, dict(opts.vip_networks))
-    outputs = _outputs(args)
-    if vip_map:
-        outputs = dict(outputs, VipMap=vip_map)
-    return topology.build(outputs, cidrs, dict(opts.vip_networks),
-                          _plan_name(args))
+        return topology.build(sources.load_inventory(args.inventory), vips,
+                              cidrs, vip_networks)
+    return sources.topology_of(_outputs(args), cidrs, vip_networks,
+                               _plan_name(args), vips=vips or None)
 
 
 def _print(fmt, data, rows, header):
@@ -196,9 +180,9 @@ def _print(fmt, data, rows, header):
 
 def cmd_inventory(args):
     if args.inventory:
-        inv = topology.load_inventory(args.inventory)
+        inv = sources.load_inventory(args.inventory)
     else:
-        inv = topology.inventory(_outputs(args), _plan_name(args))
+        inv = sources.inventory(_outputs(args), _plan_name(args))
     hostvars = inv.get('_meta', {}).get('hostvars', {})
     rows = [(h, ', '.join(sorted(k[:-3] for k in v if k.endswith('_ip'))))
             for h, v in sorted(hostvars.items())]

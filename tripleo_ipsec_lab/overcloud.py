@@ -24,7 +24,7 @@ import yaml
 from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
-from tripleo_ipsec import topology
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import heat
 from tripleo_ipsec_lab import steps
 from tripleo_ipsec_lab import synth
@@ -128,7 +128,7 @@ class Overcloud(object):
         self.outputs = synth.stack_outputs(
             [synth.controller(self.controllers),
              synth.compute(self.computes)], self.networks)
-        self.topology = topology.build(self.outputs, self.net_cidr_map())
+        self.topology = sources.topology_of(self.outputs, self.net_cidr_map())
         self.plan = plan.build(self.topology, self.opts)
 
     def net_cidr_map(self):
@@ -283,8 +283,8 @@ class Overcloud(object):
     def inventory(self):
         """tripleo-common's inventory, pointed at the lab's nodes."""
         path = os.path.join(self.work, 'tripleo-ansible-inventory.yaml')
-        with topology.quiet():
-            topology.tripleo_inventory(
+        with sources.quiet():
+            sources.tripleo_inventory(
                 self.outputs, ansible_ssh_user='tripleo-admin').\
                 write_static_inventory(path)
         with open(path) as f:

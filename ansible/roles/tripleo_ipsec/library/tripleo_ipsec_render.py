@@ -88,6 +88,7 @@ def main():
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
+    from tripleo_ipsec import sources
     from tripleo_ipsec import topology
 
     p = module.params
@@ -97,8 +98,8 @@ def main():
             failure_policy=p['failure_policy'], key_epoch=p['key_epoch'],
             libreswan_version=p['libreswan_version'],
             vip_networks={k: v for k, v in p['vip_networks'].items() if v})
-        topo = topology.from_inventory(
-            topology.load_inventory(p['inventory']), p['net_vip_map'],
+        topo = topology.build(
+            sources.load_inventory(p['inventory']), p['net_vip_map'],
             p['net_cidr_map'], dict(opts.vip_networks))
         the_plan = plan.build(topo, opts)
         if p['master_key']:
