@@ -380,13 +380,29 @@ class TestPlan(CliTestCase):
         self.assertEqual(['internal_api', 'ovn_dbs', 'redis', 'storage',
                           'storage_mgmt'],
                          sorted(v['name'] for v in data['vips']))
-        self.assertIn('100 ipsec ike internal_api ipv4',
-                      data['firewall_rules'])
+        # no --net-cidr-map: no subnet to let IKE in from, so no rule
+        # (never one open to any source)
+        self.assertEqual({}, data['firewall_rules'])
         for host in data['hosts'].values():
             self.assertTrue(host['conns'])
             self.assertLessEqual(
                 {c['network'] for c in host['conns']}, set(DEFAULT_NETWORKS))
         self.assertEqual(5, data['summary']['hosts'])
+
+    def test_firewall_rules_from_net_cidr_map(self):
+        path = self.write_yaml('net-cidr-map.yaml', synth.net_cidr_map())
+        rules = self.plan('--stack-outputs', STOCK, '--net-cidr-map', path,
+                          '-f', 'json')['firewall_rules']
+        self.assertEqual(
+            ['100 ipsec ike internal_api 172.16.2.0/24',
+             '100 ipsec ike storage 172.16.1.0/24',
+             '100 ipsec ike storage_mgmt 172.16.3.0/24',
+             '101 ipsec esp internal_api 172.16.2.0/24',
+             '101 ipsec esp storage 172.16.1.0/24',
+             '101 ipsec esp storage_mgmt 172.16.3.0/24'], sorted(rules))
+        self.assertEqual({'proto': 'udp', 'dport': [500, 4500],
+                          'source': '172.16.1.0/24', 'ipversion': 'ipv4'},
+                         rules['100 ipsec ike storage 172.16.1.0/24'])
 
     def test_yaml_is_the_json(self):
         text = self.assertOk(run_cli('plan', '--stack-outputs', STOCK,

@@ -12,6 +12,7 @@ import yaml
 from tests import base
 from tripleo_ipsec_lab import heat
 from tripleo_ipsec_lab import steps
+from tripleo_ipsec_lab import synth
 
 TOP = heat.TOP
 STANDARD = ('ServiceData', 'ServiceNetMap', 'RoleName', 'RoleParameters',
@@ -68,10 +69,8 @@ class TestRoleData(base.TestCase):
     def test_defaults(self):
         data = heat.role_data()
         self.assertEqual('ipsec', data['service_name'])
-        self.assertEqual({'100 ipsec ike': {'proto': 'udp',
-                                            'dport': [500, 4500]},
-                          '101 ipsec esp': {'proto': 'esp'}},
-                         data['firewall_rules'])
+        # the standard parameters' net_cidr_map is empty: no subnet, no rule
+        self.assertEqual({}, data['firewall_rules'])
         external = data['external_deploy_tasks']
         self.assertEqual(['step | int == 1'], [t['when'] for t in external])
         self.assertEqual({'name': 'tripleo_ipsec', 'tasks_from': 'render'},
@@ -122,6 +121,127 @@ class TestRoleData(base.TestCase):
             text = f.read()
         for name in KNOBS:
             self.assertIn('#   %s:' % name, text)
+
+
+def fixture_net_cidr_map(name):
+    """The fixture's ServiceData.net_cidr_map as THT gives it.
+
+    Every network's name_lower -> the CIDRs of all its subnets.
+    """
+    if name == 'stock':
+        return synth.net_cidr_map()     # stock.json has the default networks
+    return base.fixture_cidrs(name)
+
+
+def resolved_rules(net_cidr_map, **parameters):
+    """firewall_rules as Heat's engine resolves them for this ServiceData."""
+    parameters['ServiceData'] = {'net_cidr_map': net_cidr_map}
+    return heat.role_data(parameters)['firewall_rules']
+
+
+def expected_rules(scopes):
+    """The rules for (network, CIDR, ipversion) scopes, written out."""
+    rules = {}
+    for net, cidr, version in scopes:
+        rules['100 ipsec ike %s %s' % (net, cidr)] = {
+            'proto': 'udp', 'dport': [500, 4500], 'source': cidr,
+            'ipversion': version}
+        rules['101 ipsec esp %s %s' % (net, cidr)] = {
+            'proto': 'esp', 'source': cidr, 'ipversion': version}
+    return rules
+
+
+SPINE_LEAF_PROTECTED = [
+    ('internal_api', '172.16.2.0/24', 'ipv4'),
+    ('internal_api', '172.17.2.0/24', 'ipv4'),
+    ('internal_api', '172.18.2.0/24', 'ipv4'),
+    ('storage', '172.16.1.0/24', 'ipv4'),
+    ('storage', '172.17.1.0/24', 'ipv4'),
+    ('storage', '172.18.1.0/24', 'ipv4'),
+    ('storage_mgmt', '172.16.3.0/24', 'ipv4'),
+    ('storage_mgmt', '172.17.3.0/24', 'ipv4'),
+    ('storage_mgmt', '172.18.3.0/24', 'ipv4'),
+]
+
+
+class TestFirewallRules(base.TestCase):
+    """firewall_rules as Heat resolves them.
+
+    From ServiceData.net_cidr_map and IpsecSkipNetworks: IKE and ESP from
+    the protected networks' subnets only.
+    """
+
+    def test_stock(self):
+        self.assertEqual(expected_rules([
+            ('internal_api', '172.16.2.0/24', 'ipv4'),
+            ('storage', '172.16.1.0/24', 'ipv4'),
+            ('storage_mgmt', '172.16.3.0/24', 'ipv4')]),
+            resolved_rules(fixture_net_cidr_map('stock')))
+
+    def test_composable(self):
+        # the plain-shape fixture, with a custom network (storage_nfs)
+        self.assertEqual(expected_rules([
+            ('internal_api', '172.16.2.0/24', 'ipv4'),
+            ('storage', '172.16.1.0/24', 'ipv4'),
+            ('storage_mgmt', '172.16.3.0/24', 'ipv4'),
+            ('storage_nfs', '172.16.4.0/24', 'ipv4')]),
+            resolved_rules(fixture_net_cidr_map('composable')))
+
+    def test_spine_leaf_every_subnet(self):
+        rules = resolved_rules(fixture_net_cidr_map('spine_leaf'))
+        self.assertEqual(expected_rules(SPINE_LEAF_PROTECTED), rules)
+        self.assertEqual({'proto': 'udp', 'dport': [500, 4500],
+                          'source': '172.18.1.0/24', 'ipversion': 'ipv4'},
+                         rules['100 ipsec ike storage 172.18.1.0/24'])
+
+    def test_ipv6_subnets_carry_their_ipversion(self):
+        self.assertEqual(expected_rules([
+            ('internal_api', 'fd00:fd00:fd00:2000::/64', 'ipv6'),
+            ('storage', 'fd00:fd00:fd00:3000::/64', 'ipv6'),
+            ('storage_mgmt', 'fd00:fd00:fd00:4000::/64', 'ipv6')]),
+            resolved_rules(fixture_net_cidr_map('dual_stack')))
+
+    def test_no_rule_for_a_skipped_network_none_open_to_any(self):
+        for name in ('stock', 'composable', 'spine_leaf', 'dual_stack'):
+            cidr_map = fixture_net_cidr_map(name)
+            rules = resolved_rules(cidr_map)
+            self.assertTrue(rules, name)
+            for rule_name, rule in rules.items():
+                net = rule_name.split()[3]
+                self.assertNotIn(net, ('tenant', 'external', 'ctlplane'),
+                                 rule_name)
+                self.assertIn(rule['source'], cidr_map[net], rule_name)
+
+    def test_skip_networks_change_the_rules(self):
+        cidr_map = fixture_net_cidr_map('spine_leaf')
+        opened = resolved_rules(cidr_map, IpsecSkipNetworks=['ctlplane'])
+        self.assertEqual(expected_rules(SPINE_LEAF_PROTECTED + [
+            ('external', '10.0.0.0/24', 'ipv4'),
+            ('tenant', '172.16.0.0/24', 'ipv4'),
+            ('tenant', '172.17.0.0/24', 'ipv4'),
+            ('tenant', '172.18.0.0/24', 'ipv4')]), opened)
+        narrowed = resolved_rules(cidr_map, IpsecSkipNetworks=[
+            'tenant', 'external', 'ctlplane', 'storage_mgmt'])
+        self.assertEqual(expected_rules(SPINE_LEAF_PROTECTED[:6]), narrowed)
+
+    def test_no_net_cidr_map_no_rule(self):
+        self.assertEqual({}, resolved_rules({}))
+        self.assertEqual({}, heat.role_data(
+            {'ServiceData': {}})['firewall_rules'])
+
+    def test_heat_and_the_plan_agree(self):
+        """The deployed rules are the rules the plan prints."""
+        skips = (('tenant', 'external', 'ctlplane'), ('ctlplane',),
+                 ('tenant', 'external', 'ctlplane', 'storage'))
+        for name in ('composable', 'spine_leaf', 'dual_stack'):
+            cidr_map = fixture_net_cidr_map(name)
+            topo = base.fixture_topology(name)
+            for skip in skips:
+                planned = base.make_plan(topo, skip_networks=skip)
+                self.assertEqual(
+                    planned.firewall_rules,
+                    resolved_rules(cidr_map, IpsecSkipNetworks=list(skip)),
+                    '%s, skip %s' % (name, ','.join(skip)))
 
 
 class TestYamlValidate(base.TestCase):

@@ -2,6 +2,7 @@
 mirrored, keyed alike on both ends, and stable when nodes come and go."""
 
 import collections
+import dataclasses
 import itertools
 import os
 import re
@@ -347,12 +348,28 @@ class TestFirewall(base.TestCase):
         self.assertFalse([r for r in rules if 'tenant' in r or
                           'external' in r or 'ctlplane' in r])
 
-    def test_rules_without_subnets_are_per_family(self):
-        topo = sources.topology_of(base.fixture_outputs('dual_stack'))
-        rules = base.make_plan(topo).firewall_rules
-        self.assertEqual({'proto': 'esp', 'ipversion': 'ipv6'},
-                         rules['101 ipsec esp internal_api ipv6'])
+    def test_ipv6_subnets_carry_their_ipversion(self):
+        rules = base.make_plan(
+            base.fixture_topology('dual_stack')).firewall_rules
+        self.assertEqual({'proto': 'esp', 'ipversion': 'ipv6',
+                          'source': 'fd00:fd00:fd00:2000::/64'},
+                         rules['101 ipsec esp internal_api '
+                               'fd00:fd00:fd00:2000::/64'])
         self.assertEqual(6, len(rules))
+
+    def test_no_subnet_no_rule(self):
+        # Without net_cidr_map nothing says which sources to let in: no
+        # rule, never one open to any source (Heat, given no CIDR, makes
+        # none either).
+        topo = dataclasses.replace(base.fixture_topology('dual_stack'),
+                                   cidrs={})
+        self.assertEqual({}, base.make_plan(topo).firewall_rules)
+        cidrs = {'internal_api': ('fd00:fd00:fd00:2000::/64',)}
+        topo = dataclasses.replace(topo, cidrs=cidrs)
+        self.assertEqual(
+            ['100 ipsec ike internal_api fd00:fd00:fd00:2000::/64',
+             '101 ipsec esp internal_api fd00:fd00:fd00:2000::/64'],
+            sorted(base.make_plan(topo).firewall_rules))
 
     def test_plan_json_summary(self):
         the_plan = base.make_plan(base.fixture_topology('stock'))

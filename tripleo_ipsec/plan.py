@@ -107,24 +107,29 @@ def protected_networks(topology, options):
                  if n not in options.skip_networks)
 
 
-def _firewall_rules(topology, networks):
+def firewall_rules(net_cidr_map, skip_networks):
+    """The ``tripleo_firewall`` rules the Heat service deploys.
+
+    IKE (UDP 500, 4500) and ESP from each subnet of every network of THT's
+    ``net_cidr_map`` (all the subnets of a routed network) but the skipped
+    ones: one rule per network and CIDR, since a rule takes one source.
+    The service template computes the same rules from the same two inputs
+    in Heat (tests/test_heat.py holds them equal); Heat knows no hosts, so
+    a network no host is on gets rules too.  No CIDR, no rule: none is open
+    to any source.
+    """
     rules = {}
-    for net in networks:
-        families = sorted({_family(h.addresses[net])
-                           for h in topology.members(net)})
-        sources = topology.cidrs.get(net) or [None]
-        for source in sources:
-            for fam in families:
-                if source is not None and _family(source) != fam:
-                    continue
-                label = '%s %s' % (net, source or 'ipv%d' % fam)
-                common = {'ipversion': 'ipv%d' % fam}
-                if source is not None:
-                    common['source'] = source
-                rules[names.firewall_rule(100, 'ike', label)] = dict(
-                    common, proto='udp', dport=list(IKE_PORTS))
-                rules[names.firewall_rule(101, 'esp', label)] = dict(
-                    common, proto='esp')
+    for net, cidrs in sorted((net_cidr_map or {}).items()):
+        if net in skip_networks:
+            continue
+        for cidr in [cidrs] if isinstance(cidrs, str) else cidrs or []:
+            common = {'source': cidr,
+                      'ipversion': 'ipv%d' % _family(cidr)}
+            scope = '%s %s' % (net, cidr)
+            rules[names.firewall_rule(100, 'ike', scope)] = dict(
+                common, proto='udp', dport=list(IKE_PORTS))
+            rules[names.firewall_rule(101, 'esp', scope)] = dict(
+                common, proto='esp')
     return rules
 
 
@@ -200,5 +205,6 @@ def build(topology, options):
                 tuple(sorted(conns[host.name],
                              key=lambda c: (c.network, c.name, c.kind))))
     return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
-                firewall_rules=_firewall_rules(topology, networks),
+                firewall_rules=firewall_rules(topology.cidrs,
+                                              options.skip_networks),
                 options=options.to_dict())

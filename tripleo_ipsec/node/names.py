@@ -85,7 +85,9 @@ def ocf_agent():
 def firewall_rule(number, what, scope):
     """A ``tripleo_firewall`` rule name: '<number> ipsec <what> <scope>'.
 
-    The Heat service's own rules are '100 ipsec ike' and '101 ipsec esp';
-    the plan's add the network and its subnet (or IP version).
+    The scope is '<network> <cidr>': one rule per subnet of a protected
+    network.  The Heat service builds the same names with yaql
+    (deployment/ipsec/ipsec-baremetal-ansible.yaml); tests/test_heat.py
+    holds its rules equal to the plan's.
     """
     return '%d ipsec %s %s' % (number, what, scope)
