@@ -243,6 +243,13 @@ class TestFirewallRules(base.TestCase):
                     resolved_rules(cidr_map, IpsecSkipNetworks=list(skip)),
                     '%s, skip %s' % (name, ','.join(skip)))
 
+    def test_the_lab_deploys_its_own_subnets(self):
+        from tripleo_ipsec_lab import overcloud
+        lab = overcloud.Overcloud(None, self.tempdir())   # no guest needed
+        self.assertTrue(lab.role_data['firewall_rules'])
+        self.assertEqual(lab.plan.firewall_rules,
+                         lab.role_data['firewall_rules'])
+
 
 class TestYamlValidate(base.TestCase):
     """What THT's tools/yaml-validate.py checks in service templates."""

@@ -117,7 +117,9 @@ class Overcloud(object):
         self.opts = opts or options.Options()
         self.nodes = {}            # name -> {netns, ctlsocket, python}
         self.bridges = {}          # network -> bridge in the guest
-        self.role_data = heat.role_data()
+        # THT hands every service the networks' CIDRs in ServiceData
+        self.role_data = heat.role_data(
+            {'ServiceData': {'net_cidr_map': self.net_cidr_map()}})
         self.cib = os.path.join(work, 'cib.xml')
         for sub in ('bin', 'logs', 'ansible'):
             os.makedirs(os.path.join(work, sub), exist_ok=True)
