@@ -18,17 +18,13 @@ import tempfile
 import jinja2
 
 from tripleo_ipsec.errors import Error
+from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec.node import pacemaker
 from tripleo_ipsec import plan as plan_mod
 
 MARKER = '.tripleo-ipsec-output'
 
-# Where libreswan 4.x and 5.x differ in ipsec.conf syntax: only here.
-SYNTAX = {
-    '4': {'keyexchange': 'ikev2=insist'},
-    '5': {'keyexchange': 'keyexchange=ikev2'},
-}
 SHUNTS = {
     'private': {'failure': 'drop', 'negotiation': 'hold'},
     'private-or-clear': {'failure': 'passthrough',
@@ -93,7 +89,10 @@ def host_files(the_plan, host, master_key, derive=None):
     epoch = opts['key_epoch']
     shunt = SHUNTS[opts['failure_policy']]
     context = {'ike': opts['ike'], 'esp': opts['esp'],
-               'keyexchange': SYNTAX[opts['libreswan_version']]['keyexchange'],
+               # the node rewrites it for the libreswan it finds there
+               # (libreswan.adapt_conf): any major renders a working bundle
+               'keyexchange': libreswan.syntax(
+                   int(opts['libreswan_version']))['keyexchange'],
                'failureshunt': shunt['failure'],
                'negotiationshunt': shunt['negotiation']}
     derive = derive or _Keys(master_key, epoch)

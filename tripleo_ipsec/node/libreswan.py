@@ -15,12 +15,31 @@ DEFAULT_CTLSOCKET = '/run/pluto/pluto.ctl'
 DEFAULT_TIMEOUT = 120
 PREFIX = 'tripleo-'
 
-_HEADER = re.compile(r'^000 "([^"]+)": \S+\.\.\.\S+; ([a-z ]+);')
-# libreswan 5 says "Child SA" where 4 says "IPsec SA"
-_SERIALS = re.compile(r'^000 "([^"]+)":\s+newest IKE SA: #(\d+); '
-                      r'newest (?:IPsec|Child) SA: #(\d+); '
+# whack --status: 4.x starts every line with "000 ", 5.x with nothing.
+# The first line of a conn: its ends and its routing ("prospective erouted"
+# in 4.x, "routed-ondemand" in 5.x)
+_HEADER = re.compile(r'^(?:000 )?"([^"]+)": \S+\.\.\.\S+; ([a-z -]+);')
+# 4.x: its SAs and serial on one line (4.0-4.7 say ISAKMP SA for IKEv2)
+_SERIALS = re.compile(r'^000 "([^"]+)":\s+newest (?:IKE|ISAKMP) SA: #(\d+); '
+                      r'newest IPsec SA: #(\d+); '
                       r'conn serial: \$(\d+)')
+# 5.x: "routing: routed-ondemand; ... established IKE SA: #1; established
+# Child SA: #2;" (each only while there is one), then "conn serial: $3;"
+_ROUTING_5 = re.compile(r'^"([^"]+)":\s+routing: ')
+_ESTABLISHED_5 = re.compile(r' established (IKE|Child) SA: #(\d+);')
+_SERIAL_5 = re.compile(r'^"([^"]+)":\s+conn serial: \$(\d+)')
 _VERSION = re.compile(r'Libreswan (\d+)\.(\d+)')
+
+# Where ipsec.conf differs between libreswan majors, and only here: what a
+# conn says, as each major wants it written.  Checked with the real ones:
+# 4.10 refuses keyexchange=ikev2 ("invalid value"); 5.2 takes ikev2=insist
+# but logs "ikev2=yes has been replaced by keyexchange=ikev2" for every
+# conn it adds.  A bundle is rendered in one of these; the node rewrites it
+# for the libreswan it runs (adapt_conf).
+SYNTAX = {
+    4: {'keyexchange': 'ikev2=insist'},
+    5: {'keyexchange': 'keyexchange=ikev2'},
+}
 
 
 class LibreswanError(Exception):
@@ -62,7 +81,42 @@ def parse_status(text):
             conn.ike_sa, conn.ipsec_sa, conn.serial = (
                 int(match.group(2)), int(match.group(3)),
                 int(match.group(4)))
+            continue
+        match = _ROUTING_5.match(line)
+        if match:
+            conn = conns.setdefault(match.group(1), Conn(match.group(1)))
+            for kind, serial in _ESTABLISHED_5.findall(line):
+                if kind == 'IKE':
+                    conn.ike_sa = int(serial)
+                else:
+                    conn.ipsec_sa = int(serial)
+            continue
+        match = _SERIAL_5.match(line)
+        if match:
+            conns.setdefault(match.group(1), Conn(match.group(1))).serial = \
+                int(match.group(2))
     return conns
+
+
+def syntax(major):
+    """SYNTAX for libreswan ``major``: the newest entry not above it."""
+    known = [m for m in SYNTAX if m <= major]
+    return SYNTAX[max(known) if known else min(SYNTAX)]
+
+
+def adapt_conf(text, major):
+    """An ipsec.conf text, written for any major, in ``major``'s syntax.
+
+    Only an indented line that is, whole, some major's spelling of a SYNTAX
+    entry changes; every other byte is kept, so adapting twice, or to the
+    syntax the text already has, changes nothing.
+    """
+    wanted = syntax(major)
+    spelling = {line: wanted[what] for table in SYNTAX.values()
+                for what, line in table.items()}
+    pattern = re.compile(r'^([ \t]+)(%s)[ \t]*$' % '|'.join(
+        re.escape(line) for line in sorted(spelling)), re.M)
+    return pattern.sub(lambda m: m.group(1) + spelling[m.group(2)], text)
 
 
 def split_conf(text):
@@ -124,6 +178,13 @@ class Libreswan(object):
                 raise LibreswanError('not libreswan: %s' % out.strip()[:80])
             self._version = (int(match.group(1)), int(match.group(2)))
         return self._version
+
+    def adapt(self, text):
+        """An ipsec.conf text in the syntax of the libreswan here.
+
+        ``text`` may be written for any major (see adapt_conf).
+        """
+        return adapt_conf(text, self.version[0])
 
     def running(self):
         return self.whack('--status', check=False).returncode == 0
