@@ -22,6 +22,9 @@ description:
     replacing changed ones and deleting those no longer in the bundle, all
     new conns in one C(addconn) run.  Pluto is never restarted.  Nothing
     changes when the bundle is what is installed.
+  - The conns are written and loaded in the syntax of the libreswan on the
+    node (4.x or 5.x, from C(ipsec --version)), whichever the bundle was
+    rendered for.
   - Normally called through the action plugin of the same name, which reads
     the bundle from the controller.
   - VIP-holder conns are left to the VIP's OCF resource; a loaded one is
@@ -134,7 +137,21 @@ def _loaded(status):
             if n.startswith(PREFIX) and not n.startswith(PREFIX + 'defaults-')}
 
 
+def adapt(lw, files):
+    """The bundle with its conns in the syntax of the libreswan here.
+
+    The bundle is rendered before libreswan is on the node: the node's own
+    ``ipsec --version`` (asked once) decides, before anything is compared,
+    written or loaded, so a rerun compares like with like.
+    """
+    return {rel: ({'mode': entry['mode'],
+                   'content': lw.adapt(entry['content'])}
+                  if rel.endswith('.conf') else entry)
+            for rel, entry in files.items()}
+
+
 def present(module, lw, root, files, manifest_path):
+    files = adapt(lw, files)
     new = json.loads(files[manifest_path]['content'])
     old = json.loads(_read(os.path.join(root, manifest_path)) or '{}')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
