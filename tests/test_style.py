@@ -80,6 +80,52 @@ class TestDocs(testtools.TestCase):
         self.assertEqual([], [n for n in defaults if n not in specified])
 
 
+class TestGenerated(testtools.TestCase):
+    """What tools/generate.py derives from tripleo_ipsec.options.KNOBS."""
+
+    def _generate(self):
+        sys.path.insert(0, os.path.join(TOP, 'tools'))
+        self.addCleanup(sys.path.remove, os.path.join(TOP, 'tools'))
+        import generate
+        return generate
+
+    def test_generated_blocks_are_fresh(self):
+        result = _run([sys.executable, os.path.join('tools', 'generate.py'),
+                       '--check'])
+        self.assertEqual(0, result.returncode, result.stderr)
+
+    def test_a_stale_block_is_found(self):
+        generate = self._generate()
+        top = self.useFixture(fixtures.TempDir()).path
+        for path in generate.TARGETS:
+            os.makedirs(os.path.join(top, os.path.dirname(path)),
+                        exist_ok=True)
+            shutil.copy(os.path.join(TOP, path), os.path.join(top, path))
+        self.assertEqual({}, {p: 1 for p, (c, w) in
+                              generate.generate(top).items() if c != w})
+        spec = os.path.join(top, 'environments', 'ipsec.yaml')
+        with open(spec) as f:
+            text = f.read()
+        with open(spec, 'w') as f:
+            f.write(text.replace('IpsecKeyEpoch: 0', 'IpsecKeyEpoch: 1'))
+        self.assertEqual(['environments/ipsec.yaml'], [
+            p for p, (c, w) in generate.generate(top).items() if c != w])
+
+    def test_role_defaults_and_specs_are_the_options(self):
+        from tripleo_ipsec import options
+        import yaml
+        role = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec')
+        with open(os.path.join(role, 'defaults', 'main.yml')) as f:
+            defaults = yaml.safe_load(f)
+        with open(os.path.join(role, 'meta', 'argument_specs.yml')) as f:
+            render = yaml.safe_load(f)['argument_specs']['render']['options']
+        for knob in options.KNOBS:
+            self.assertEqual(knob.default, defaults[knob.role_var])
+            self.assertEqual(knob.default, render[knob.role_var]['default'])
+        self.assertEqual(options.Options(), options.load(
+            (), **{k.name: defaults[k.role_var] for k in options.KNOBS}))
+
+
 class TestDemo(testtools.TestCase):
 
     def test_help_installs_and_starts_nothing(self):

@@ -57,23 +57,22 @@ def _add_source(parser):
                             '(default: the --stack name, or overcloud)')
 
 
+def _list(text):
+    return [n for n in text.split(',') if n.strip()]
+
+
 def _add_options(parser):
     group = parser.add_argument_group(
         'options (override [ipsec] in --config-file)')
     group.add_argument('--config-file', action='append', default=[],
                        metavar='PATH', help='oslo.config file; repeatable')
-    group.add_argument('--skip-networks', metavar='NET[,NET...]',
-                       type=lambda v: [n for n in v.split(',') if n.strip()],
-                       help='networks left unencrypted')
-    group.add_argument('--ike', help='IKEv2 proposal')
-    group.add_argument('--esp', help='ESP proposal')
-    group.add_argument('--failure-policy',
-                       choices=options_mod.FAILURE_POLICIES)
-    group.add_argument('--key-epoch', type=int, metavar='N')
-    group.add_argument('--libreswan-version',
-                       choices=options_mod.LIBRESWAN_VERSIONS)
-    group.add_argument('--vip-networks', metavar='VIP:NET[,VIP:NET...]',
-                       type=_pairs, help='network carrying each service VIP')
+    types = {'ListOpt': _list, 'DictOpt': _pairs, 'IntOpt': int}
+    for knob in options_mod.KNOBS:
+        group.add_argument(
+            '--' + knob.name.replace('_', '-'), dest=knob.name,
+            type=types.get(type(knob.opt).__name__),
+            choices=knob.choices or None, metavar=knob.metavar,
+            help=knob.summary)
 
 
 def _pairs(text):
@@ -137,11 +136,8 @@ def _outputs(args):
 
 
 def _options(args):
-    return options_mod.load(
-        args.config_file, skip_networks=args.skip_networks, ike=args.ike,
-        esp=args.esp, failure_policy=args.failure_policy,
-        key_epoch=args.key_epoch, libreswan_version=args.libreswan_version,
-        vip_networks=args.vip_networks)
+    return options_mod.load(args.config_file, **{
+        knob.name: getattr(args, knob.name) for knob in options_mod.KNOBS})
 
 
 def _plan_name(args):

@@ -6,6 +6,7 @@ checked ``Options`` value that the planner takes.
 """
 
 import dataclasses
+import typing
 
 from oslo_config import cfg
 
@@ -16,64 +17,145 @@ GROUP = 'ipsec'
 FAILURE_POLICIES = ('private', 'private-or-clear')
 LIBRESWAN_VERSIONS = ('4', '5')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
+# the role's variable for option <name> is tripleo_ipsec_<name>
+ROLE_PREFIX = 'tripleo_ipsec_'
 
-OPTS = [
-    cfg.ListOpt('skip_networks',
-                default=list(DEFAULT_SKIP_NETWORKS),
-                help='Networks left unencrypted. tenant traffic is the '
-                     'tenant\'s own business (and VXLAN/Geneve is heavy), '
-                     'external faces the outside world, and pre-shared-key '
-                     'conns on ctlplane would cut the undercloud off. A name '
-                     'that is not a network of the deployment is an error '
-                     '(these three may be absent).'),
-    cfg.StrOpt('ike',
-               default='aes_gcm256-sha2_256-dh19',
-               help='IKEv2 proposal (libreswan ike=), checked before use.'),
-    cfg.StrOpt('esp',
-               default='aes_gcm256',
-               help='ESP proposal (libreswan esp=), checked before use.'),
-    cfg.StrOpt('failure_policy',
-               default='private',
-               choices=[('private', 'drop traffic that has no SA'),
-                        ('private-or-clear',
-                         'send it in clear while no SA can be had')],
-               help='What happens to traffic of a protected pair that has no '
-                    'SA. private: dropped (fail closed). private-or-clear: '
-                    'sent in clear while no SA can be had; for staging on a '
-                    'live cloud before promoting to private.'),
-    cfg.IntOpt('key_epoch',
-               default=0, min=0,
-               help='Key epoch mixed into every derived key; bump it to '
-                    'rotate all pre-shared keys.'),
-    cfg.StrOpt('libreswan_version',
-               default='4',
-               choices=[('4', 'libreswan 4.x'), ('5', 'libreswan 5.x')],
-               help='Major version of libreswan on the nodes; selects the '
-                    'ipsec.conf syntax (4: ikev2=insist, 5: '
-                    'keyexchange=ikev2).'),
-    cfg.DictOpt('vip_networks',
-                default={},
-                help='Network that carries each VIP that is not named after '
-                     'its network, e.g. redis:internal_api,'
-                     'ovn_dbs:internal_api (THT ServiceNetMap RedisNetwork '
-                     'and OvnDbsNetwork). A VIP not listed here is placed on '
-                     'the network whose subnet holds it.'),
-]
+
+@dataclasses.dataclass(frozen=True)
+class Knob(object):
+    """One option, declared once.
+
+    ``opt`` is the oslo.config option (its name, type, default, choices and
+    help); the CLI flag, the role's variable and argument spec, and the Heat
+    parameter are derived from it (``tools/generate.py`` writes the files
+    that cannot import this module).  ``heat`` is the Heat parameter that
+    sets it, None when THT gives the value some other way.
+    """
+    opt: cfg.Opt
+    heat: typing.Optional[str]
+    summary: str            # one line, for tables and --help
+    metavar: typing.Optional[str] = None
+
+    @property
+    def name(self):
+        return self.opt.dest
+
+    @property
+    def role_var(self):
+        return ROLE_PREFIX + self.name
+
+    @property
+    def choices(self):
+        return tuple(getattr(self.opt.type, 'choices', None) or ())
+
+    @property
+    def default(self):
+        """The default as plain data (lists, dicts, str, int)."""
+        value = self.opt.default
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+
+KNOBS = (
+    Knob(heat='IpsecSkipNetworks', metavar='NET[,NET...]',
+         summary='networks left unencrypted; a name that is not a network '
+                 'of the deployment is an error',
+         opt=cfg.ListOpt(
+             'skip_networks', default=list(DEFAULT_SKIP_NETWORKS),
+             help='Networks left unencrypted. tenant traffic is the '
+                  'tenant\'s own business (and VXLAN/Geneve is heavy), '
+                  'external faces the outside world, and pre-shared-key '
+                  'conns on ctlplane would cut the undercloud off. A name '
+                  'that is not a network of the deployment is an error '
+                  '(these three may be absent).')),
+    Knob(heat='IpsecIkeProposal', metavar='PROPOSAL',
+         summary='IKEv2 proposal (libreswan ike=)',
+         opt=cfg.StrOpt(
+             'ike', default='aes_gcm256-sha2_256-dh19',
+             help='IKEv2 proposal (libreswan ike=), checked before use.')),
+    Knob(heat='IpsecEspProposal', metavar='PROPOSAL',
+         summary='ESP proposal (libreswan esp=)',
+         opt=cfg.StrOpt(
+             'esp', default='aes_gcm256',
+             help='ESP proposal (libreswan esp=), checked before use.')),
+    Knob(heat='IpsecFailurePolicy',
+         summary='private (drop without SA) or private-or-clear (staging)',
+         opt=cfg.StrOpt(
+             'failure_policy', default='private',
+             choices=[('private', 'drop traffic that has no SA'),
+                      ('private-or-clear',
+                       'send it in clear while no SA can be had')],
+             help='What happens to traffic of a protected pair that has no '
+                  'SA. private: dropped (fail closed). private-or-clear: '
+                  'sent in clear while no SA can be had; for staging on a '
+                  'live cloud before promoting to private.')),
+    Knob(heat='IpsecKeyEpoch', metavar='N',
+         summary='mixed into every key; bump it to rotate every key',
+         opt=cfg.IntOpt(
+             'key_epoch', default=0, min=0,
+             help='Key epoch mixed into every derived key; bump it to '
+                  'rotate all pre-shared keys.')),
+    Knob(heat='IpsecLibreswanVersion',
+         summary='libreswan on the nodes: 4 (ikev2=insist) or 5 '
+                 '(keyexchange=ikev2) syntax',
+         opt=cfg.StrOpt(
+             'libreswan_version', default='4',
+             choices=[('4', 'libreswan 4.x'), ('5', 'libreswan 5.x')],
+             help='Major version of libreswan on the nodes; selects the '
+                  'ipsec.conf syntax (4: ikev2=insist, 5: '
+                  'keyexchange=ikev2).')),
+    # THT gives it from ServiceNetMap (RedisNetwork, OvnDbsNetwork)
+    Knob(heat=None, metavar='VIP:NET[,VIP:NET...]',
+         summary='the network of each service VIP (THT: ServiceNetMap '
+                 'RedisNetwork, OvnDbsNetwork); unlisted ones are placed '
+                 'by subnet',
+         opt=cfg.DictOpt(
+             'vip_networks', default={},
+             help='Network that carries each VIP that is not named after '
+                  'its network, e.g. redis:internal_api,ovn_dbs:internal_api '
+                  '(THT ServiceNetMap RedisNetwork and OvnDbsNetwork). A VIP '
+                  'not listed here is placed on the network whose subnet '
+                  'holds it.')),
+)
+OPTS = [knob.opt for knob in KNOBS]
 
 
 def list_opts():
     return [(GROUP, OPTS)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Options(object):
-    skip_networks: tuple = DEFAULT_SKIP_NETWORKS
-    ike: str = 'aes_gcm256-sha2_256-dh19'
-    esp: str = 'aes_gcm256'
-    failure_policy: str = 'private'
-    key_epoch: int = 0
-    libreswan_version: str = '4'
-    vip_networks: tuple = ()     # sorted (vip, network) pairs
+_ANSIBLE_TYPES = {'ListOpt': 'list', 'StrOpt': 'str', 'IntOpt': 'int',
+                  'DictOpt': 'dict'}
+
+
+def argument_spec():
+    """The options as an Ansible argument spec, by option name.
+
+    The role's render module takes them under these names; the role's
+    variables are ``tripleo_ipsec_<name>`` (meta/argument_specs.yml).
+    """
+    spec = {}
+    for knob in KNOBS:
+        kind = _ANSIBLE_TYPES[type(knob.opt).__name__]
+        entry = {'type': kind, 'default': knob.default,
+                 'description': knob.summary}
+        if kind == 'list':
+            entry['elements'] = 'str'
+        if knob.choices:
+            entry['choices'] = list(knob.choices)
+        spec[knob.name] = entry
+    return spec
+
+
+def _plain(value):
+    """Hashable, frozen defaults: lists -> tuples, dicts -> sorted pairs."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return tuple(sorted(value.items()))
+    return value
+
+
+class _Checked(object):
 
     def __post_init__(self):
         # what gets rendered is the checked, normalised text
@@ -96,6 +178,16 @@ class Options(object):
         data['skip_networks'] = list(self.skip_networks)
         data['vip_networks'] = dict(self.vip_networks)
         return data
+
+
+# One field per knob, with the knob's default (lists as tuples, dicts as
+# sorted (key, value) pairs): a frozen, checked value the planner takes.
+Options = dataclasses.make_dataclass(
+    'Options', [(k.name, object, dataclasses.field(default=_plain(k.default)))
+                for k in KNOBS],
+    bases=(_Checked,), frozen=True)
+Options.__module__ = __name__
+Options.__doc__ = 'The options a plan is made with (see KNOBS).'
 
 
 def _read(config_files):

@@ -29,13 +29,8 @@ options:
   net_cidr_map: {description: network -> CIDRs., type: dict, default: {}}
   vip_networks: {description: service VIP -> network., type: dict,
                  default: {}}
-  skip_networks: {description: networks left unencrypted., type: list,
-                  elements: str}
-  ike: {description: IKE proposal., type: str}
-  esp: {description: ESP proposal., type: str}
-  failure_policy: {description: private or private-or-clear., type: str}
-  key_epoch: {description: key epoch., type: int}
-  libreswan_version: {description: 4 or 5., type: str}
+  # and every option of tripleo-ipsec (skip_networks, ike, esp, ...) under
+  # its own name, as tripleo_ipsec.options declares them (README, Options)
   master_key: {description: an operator-given master key (base64)., type: str}
   master_key_file: {description: where the master key is kept., type: path,
                     required: true}
@@ -64,28 +59,26 @@ def _digest(root):
     return digest.hexdigest()
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            inventory=dict(type='path', required=True),
-            net_vip_map=dict(type='dict', default={}),
-            net_cidr_map=dict(type='dict', default={}),
-            vip_networks=dict(type='dict', default={}),
-            skip_networks=dict(type='list', elements='str'),
-            ike=dict(type='str'),
-            esp=dict(type='str'),
-            failure_policy=dict(type='str'),
-            key_epoch=dict(type='int'),
-            libreswan_version=dict(type='str'),
-            master_key=dict(type='str', no_log=True),
-            master_key_file=dict(type='path', required=True, no_log=False),
-            out=dict(type='path', required=True),
-        ),
-        supports_check_mode=True,
+def _spec(options):
+    spec = dict(
+        inventory=dict(type='path', required=True),
+        net_vip_map=dict(type='dict', default={}),
+        net_cidr_map=dict(type='dict', default={}),
+        master_key=dict(type='str', no_log=True),
+        master_key_file=dict(type='path', required=True, no_log=False),
+        out=dict(type='path', required=True),
     )
+    for name, entry in options.argument_spec().items():
+        spec[name] = {k: v for k, v in entry.items() if k != 'description'}
+    return spec
+
+
+def main():
+    from tripleo_ipsec import options
+    module = AnsibleModule(argument_spec=_spec(options),
+                           supports_check_mode=True)
     from tripleo_ipsec.errors import Error
     from tripleo_ipsec import keys
-    from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
     from tripleo_ipsec import sources
@@ -93,11 +86,11 @@ def main():
 
     p = module.params
     try:
-        opts = options.load(
-            (), skip_networks=p['skip_networks'], ike=p['ike'], esp=p['esp'],
-            failure_policy=p['failure_policy'], key_epoch=p['key_epoch'],
-            libreswan_version=p['libreswan_version'],
-            vip_networks={k: v for k, v in p['vip_networks'].items() if v})
+        values = {name: p[name] for name in options.argument_spec()}
+        # THT's ServiceNetMap may map a VIP to nothing: not a placement
+        values['vip_networks'] = {k: v for k, v in
+                                  values['vip_networks'].items() if v}
+        opts = options.load((), **values)
         topo = topology.build(
             sources.load_inventory(p['inventory']), p['net_vip_map'],
             p['net_cidr_map'], dict(opts.vip_networks))
