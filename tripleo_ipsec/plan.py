@@ -62,7 +62,7 @@ class Plan(object):
     hosts: dict                # host name -> HostPlan (excluded hosts: none)
     vips: tuple                # of VipPlan
     firewall_rules: dict       # tripleo_firewall rules, by rule name
-    options: dict              # the Options the plan was made with
+    options: object            # the Options the plan was made with
 
     def to_dict(self):
         hosts = {}
@@ -75,7 +75,7 @@ class Plan(object):
             'hosts': hosts,
             'vips': [dataclasses.asdict(v) for v in self.vips],
             'firewall_rules': self.firewall_rules,
-            'options': self.options,
+            'options': self.options.to_dict(),
             'summary': {'hosts': len(self.hosts),
                         'conns': sum(counts),
                         'max_conns_per_host': max(counts)},
@@ -207,4 +207,4 @@ def build(topology, options):
     return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
                 firewall_rules=firewall_rules(topology.cidrs,
                                               options.skip_networks),
-                options=options.to_dict())
+                options=options)

@@ -86,13 +86,13 @@ def host_files(the_plan, host, master_key, derive=None):
     and verifies from it.
     """
     opts = the_plan.options
-    epoch = opts['key_epoch']
-    shunt = SHUNTS[opts['failure_policy']]
-    context = {'ike': opts['ike'], 'esp': opts['esp'],
+    epoch = opts.key_epoch
+    shunt = SHUNTS[opts.failure_policy]
+    context = {'ike': opts.ike, 'esp': opts.esp,
                # the node rewrites it for the libreswan it finds there
                # (libreswan.adapt_conf): any major renders a working bundle
                'keyexchange': libreswan.syntax(
-                   int(opts['libreswan_version']))['keyexchange'],
+                   int(opts.libreswan_version))['keyexchange'],
                'failureshunt': shunt['failure'],
                'negotiationshunt': shunt['negotiation']}
     derive = derive or _Keys(master_key, epoch)
@@ -184,7 +184,7 @@ def write(the_plan, master_key, out):
         with open(os.path.join(tmp, names.PACEMAKER_COMMANDS), 'w') as f:
             json.dump({'commands': pacemaker.commands(the_plan.vips)}, f,
                       indent=1, sort_keys=True)
-        derive = _Keys(master_key, the_plan.options['key_epoch'])
+        derive = _Keys(master_key, the_plan.options.key_epoch)
         for host in sorted(the_plan.hosts):
             files = host_files(the_plan, host, master_key, derive)
             _write_host(os.path.join(tmp, host), files)

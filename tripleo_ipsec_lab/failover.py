@@ -321,8 +321,8 @@ class Failover(object):
         name = self.vip.name
         cluster, vipid = '@overcloud%scluster' % name, '@%svip' % name
         common = ['\tauthby=secret', '\ttype=tunnel',
-                  '\tike=%s' % self.oc.plan.options['ike'],
-                  '\tesp=%s' % self.oc.plan.options['esp'],
+                  '\tike=%s' % self.oc.plan.options.ike,
+                  '\tesp=%s' % self.oc.plan.options.esp,
                   '\tdpddelay=5', '\tdpdtimeout=15', '\tfailureshunt=drop']
         setup = 'config setup\n\tuniqueids=no\n\ninclude /etc/ipsec.d/*.conf\n'
         for node in self.rw_nodes:

@@ -377,8 +377,8 @@ class Lab(object):
                               '\tright=%s' % peer.addresses[net],
                               '\trightid=%s' % peer.addresses[net],
                               '\tauthby=secret', '\ttype=tunnel',
-                              '\tike=%s' % opts['ike'],
-                              '\tesp=%s' % opts['esp'],
+                              '\tike=%s' % opts.ike,
+                              '\tesp=%s' % opts.esp,
                               '\tretransmit-timeout=2s',
                               '\tfailureshunt=drop', '\tauto=start', '']
             etc = '/etc/netns/%s/ipsec.d/legacy' % host.name
