@@ -194,6 +194,40 @@ class TestAnsible(testtools.TestCase):
                     '%s imports %s' % (module, top))
 
 
+def _product_files():
+    """Every file of the product: the package, the role, the templates."""
+    found = []
+    for top in ('tripleo_ipsec', os.path.join('ansible', 'roles'),
+                'deployment', 'environments'):
+        for root, _dirs, files in os.walk(os.path.join(TOP, top)):
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                # module_utils are links to tripleo_ipsec/node: once
+                if not os.path.islink(path) and not name.endswith('.pyc'):
+                    found.append(path)
+    return found
+
+
+def _repeated_blocks(paths, size):
+    """Runs of ``size`` lines that stand in two places.
+
+    Lines are compared stripped; blank and comment lines are left out.
+    """
+    seen, repeated = {}, []
+    for path in paths:
+        with open(path) as f:
+            lines = [(n, line.strip()) for n, line in enumerate(f, 1)
+                     if line.strip() and not line.strip().startswith('#')]
+        for i in range(len(lines) - size + 1):
+            key = tuple(text for _, text in lines[i:i + size])
+            where = (os.path.relpath(path, TOP), lines[i][0])
+            if key in seen and seen[key][0] != where[0] or (
+                    key in seen and where[1] - seen[key][1] >= size):
+                repeated.append((seen[key], where))
+            seen.setdefault(key, where)
+    return repeated
+
+
 def _imported(tree):
     """The top-level package of every module an AST imports."""
     for node in ast.walk(tree):
@@ -276,6 +310,23 @@ class TestPackaging(testtools.TestCase):
                        if t in ('tripleo_ipsec_lab', 'tests', 'bench')}
                 self.assertEqual(set(), bad, path)
         self.assertGreater(walked, 10)
+
+    def test_no_block_of_six_lines_is_repeated_in_the_product(self):
+        blocks = _repeated_blocks(_product_files(), 6)
+        self.assertEqual([], blocks)
+
+    def test_a_repeated_block_is_found(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        body = ''.join('    value_%d = compute(%d)\n' % (i, i)
+                       for i in range(6))
+        for name in ('a.py', 'b.py'):
+            with open(os.path.join(tmp, name), 'w') as f:
+                f.write('def f():\n' + body + '    return 1\n')
+        found = _repeated_blocks([os.path.join(tmp, 'a.py'),
+                                  os.path.join(tmp, 'b.py')], 6)
+        # every window of the shared run: the first starts at line 1
+        self.assertEqual((('a.py', 1), ('b.py', 1)), tuple(
+            (os.path.basename(p), n) for p, n in found[0]))
 
     def test_the_pipeline_core_reads_nothing(self):
         # sources reads files, Heat and tripleo-common; topology and plan
