@@ -4,11 +4,11 @@ of syntax against the real 4.10 and 5.2.
 Libreswan 5.2 is Debian 13's, in the trixie chroot tools/install builds
 (``$TRIPLEO_IPSEC_TRIXIE``, default ``.chroot-trixie``); the host's is
 4.10.  Every command runs in the chroot through ``unshare``: a private
-mount namespace gives it a /proc and the host's /tmp at the same path, so
-the files the tests (and the node code) write in /tmp are where libreswan
-looks, and the mounts die with the command (or with pluto).  Pluto runs in
-a network namespace with only ``lo``, as in test_libreswan: the kernel has
-no ESP, and loading the conns is the check.
+mount namespace gives it a /proc and the host's /tmp (or $TMPDIR) at the
+same path, so the files the tests (and the node code) write there are
+where libreswan looks, and the mounts die with the command (or with
+pluto).  Pluto runs in a network namespace with only ``lo``, as in
+test_libreswan: the kernel has no ESP, and loading the conns is the check.
 
 The checks are strict: ``addconn --checkconfig`` must say nothing, and
 adding the conns must print nothing but each conn being added.  5.2 takes
@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 
@@ -43,8 +44,10 @@ FIXTURES = sorted(base.FIXTURE_FILES)
 _ADDED = re.compile(r'^"([^"]+)": added (unoriented )?IKEv2 connection')
 _BOTH_LOCAL = re.compile(r'^"([^"]+)": connection matches both (?:left|right) '
                          r'\S+ \S+ and (?:left|right) \S+ \S+$')
-# the argv prefix's script: $0 is the chroot
-_ENTER = ('mount --rbind /tmp "$0/tmp" && mount -t proc proc "$0/proc" && '
+# the argv prefix's script: $0 is the chroot, $1 the temporary directory
+# (/tmp, or $TMPDIR) that it shares with the host, at the same path
+_ENTER = ('tmp=$1; shift; mkdir -p "$0$tmp" && '
+          'mount --rbind "$tmp" "$0$tmp" && mount -t proc proc "$0/proc" && '
           'exec chroot "$0" "$@"')
 
 
@@ -62,7 +65,7 @@ def enter(netns=None):
     """The argv prefix that runs a command in the chroot (in ``netns``)."""
     prefix = ['ip', 'netns', 'exec', netns] if netns else []
     return prefix + ['unshare', '--mount', '--propagation', 'private', '--',
-                     'sh', '-c', _ENTER, TRIXIE]
+                     'sh', '-c', _ENTER, TRIXIE, tempfile.gettempdir()]
 
 
 def ipsec5(*args):
