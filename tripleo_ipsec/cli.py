@@ -213,26 +213,16 @@ def cmd_render(args):
 
 def cmd_verify(args):
     try:
-        with open(args.manifest) as f:
-            manifest = json.load(f)
-    except OSError as exc:
-        raise Error('manifest %s: %s' % (args.manifest, exc.strerror))
-    except ValueError:
-        raise Error('manifest %s: not JSON' % args.manifest)
-    try:
-        status = libreswan.Libreswan(args.ctlsocket).status()
+        report = libreswan.verify_node(args.manifest, args.ctlsocket,
+                                       args.vips)
     except libreswan.LibreswanError as exc:
-        raise Error('pluto: %s' % exc)
-    report = libreswan.verify(manifest, status, args.vips)
+        raise Error(str(exc))
     rows = [(name, 'yes' if conn['established'] else 'NO',
              conn.get('ipsec_sa', '-')) for name, conn in
             sorted(report['conns'].items())]
     _print(args.format, report, rows, ['conn', 'established', 'ipsec SA'])
     if not report['ok']:
-        raise Error('%d of %d expected conns have no established IPsec SA: '
-                    '%s' % (len(report['missing']), report['expected'],
-                            ', '.join(report['missing'][:5]) +
-                            (', ...' if len(report['missing']) > 5 else '')))
+        raise Error(libreswan.missing_message(report))
 
 
 COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,

@@ -6,6 +6,7 @@ standard library only), ``tripleo-ipsec verify`` and the tests all use it.
 Every command runs with a timeout; nothing here restarts pluto.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -258,3 +259,25 @@ def verify(manifest, status, vips=False):
     return {'host': manifest.get('host'), 'expected': len(expected),
             'established': len(expected) - len(missing),
             'missing': missing, 'conns': conns, 'ok': not missing}
+
+
+def verify_node(manifest_path, ctlsocket, vips=False,
+                timeout=DEFAULT_TIMEOUT):
+    """``verify`` on this node: its installed manifest and its pluto."""
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except OSError as exc:
+        raise LibreswanError('manifest %s: %s' % (manifest_path,
+                                                  exc.strerror))
+    except ValueError:
+        raise LibreswanError('manifest %s: not JSON' % manifest_path)
+    return verify(manifest, Libreswan(ctlsocket, timeout).status(), vips)
+
+
+def missing_message(report):
+    """One line for a report whose expected conns are not all up."""
+    missing = report['missing']
+    return ('%d of %d expected conns have no established IPsec SA: %s'
+            % (len(missing), report['expected'], ', '.join(missing[:5]) +
+               (', ...' if len(missing) > 5 else '')))

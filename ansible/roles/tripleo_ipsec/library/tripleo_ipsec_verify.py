@@ -37,12 +37,10 @@ options:
     default: 120
 '''
 
-import json  # noqa: E402
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
-from ansible.module_utils.tripleo_ipsec_libreswan import verify  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import missing_message  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import verify_node  # noqa
 
 
 def main():
@@ -58,16 +56,12 @@ def main():
     )
     params = module.params
     try:
-        with open(params['manifest']) as f:
-            manifest = json.load(f)
-        status = Libreswan(params['ctlsocket'], params['timeout']).status()
-    except (LibreswanError, OSError, ValueError) as exc:
+        report = verify_node(params['manifest'], params['ctlsocket'],
+                             params['vips'], params['timeout'])
+    except LibreswanError as exc:
         module.fail_json(msg=str(exc))
-    report = verify(manifest, status, params['vips'])
     if not report['ok']:
-        module.fail_json(msg='%d of %d expected conns have no established '
-                         'IPsec SA' % (len(report['missing']),
-                                       report['expected']), **report)
+        module.fail_json(msg=missing_message(report), **report)
     module.exit_json(changed=False, **report)
 
 
