@@ -126,3 +126,27 @@ class TestProbeTargets(base.TestCase):
             [{'network': 'ctlplane', 'address': '192.168.24.10'},
              {'network': 'internal_api', 'address': '172.16.2.10'}],
             targets(hostvars, ['c0', 'n0'], 'n0'))
+
+    def test_a_noop_port_is_no_address(self):
+        # THT gives a role's unattached network the ctlplane address (a
+        # noop port): no peer is there, as the topology says too
+        hostvars = {
+            'c0': {'tripleo_role_networks': ['ctlplane', 'storage'],
+                   'ctlplane_ip': '192.168.24.10',
+                   'storage_ip': '172.16.1.10'},
+            'n0': {'tripleo_role_networks': ['ctlplane', 'storage'],
+                   'ctlplane_ip': '192.168.24.13',
+                   'storage_ip': '192.168.24.13'},
+        }
+        spec = importlib.util.spec_from_file_location('role_filters',
+                                                      FILTERS)
+        plugin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(plugin)
+        targets = plugin.FilterModule().filters()[
+            'tripleo_ipsec_probe_targets']
+        self.assertEqual(
+            [{'network': 'ctlplane', 'address': '192.168.24.13'}],
+            targets(hostvars, ['c0', 'n0'], 'c0'))
+        self.assertEqual(
+            [{'network': 'ctlplane', 'address': '192.168.24.10'}],
+            targets(hostvars, ['c0', 'n0'], 'n0'))

@@ -126,6 +126,22 @@ def _vip_network(name, address, members, cidrs, vip_networks):
                 'vip_networks, e.g. %s:internal_api' % (name, address, name))
 
 
+def host_addresses(hostvars, networks):
+    """A host's address on each of ``networks`` it is on, as text.
+
+    From the variables tripleo-common's inventory gives the host
+    (``<network>_ip``).  THT's noop ports hand out the ctlplane address for
+    the networks a role is not attached to: the host is not on those.
+    """
+    ctlplane = hostvars.get(HOST_NETWORK + '_ip')
+    found = {}
+    for net in networks:
+        text = hostvars.get(net + '_ip')
+        if text and (net == HOST_NETWORK or text != ctlplane):
+            found[net] = text
+    return found
+
+
 def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
     """A tripleo-common inventory (dynamic form) -> Topology.
 
@@ -158,18 +174,13 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
                 raise Error('stack outputs: host %s is in two roles, %s and '
                             '%s' % (name, role_of[name], role))
             role_of[name] = role
-            hvars = hostvars.get(name, {})
-            ctlplane = hvars.get(HOST_NETWORK + '_ip')
-            addresses = {}
             for net in networks:
                 if not _NETWORK_NAME.match(net):
                     raise Error('stack outputs: network name %r is not a '
                                 'valid network name' % net)
-                text = hvars.get(net + '_ip')
-                # THT's noop ports hand out the ctlplane address for networks
-                # a role is not attached to: the host is not on that network.
-                if not text or (net != HOST_NETWORK and text == ctlplane):
-                    continue
+            addresses = {}
+            for net, text in host_addresses(hostvars.get(name, {}),
+                                            networks).items():
                 addr = _address(text, 'host %s, network %s' % (name, net))
                 if addr in owner:
                     raise Error('duplicate address %s: host %s (%s) and host '

@@ -15,20 +15,26 @@
 def probe_targets(hostvars, hosts, me):
     """Every peer's address on every network it shares with ME.
 
-    Reads the variables tripleo-common's inventory gives each node:
-    ``tripleo_role_networks`` and ``<network>_ip``.  Returns
+    Reads the variables tripleo-common's inventory gives each node
+    (``tripleo_role_networks``, ``<network>_ip``) with the topology's own
+    rule (a noop port's ctlplane address is no address on the network).
+    Runs on the Ansible host, where tripleo-ipsec is installed.  Returns
     [{network, address}], sorted.
     """
-    mine = set(hostvars[me].get('tripleo_role_networks') or ())
+    from tripleo_ipsec import topology
+
+    def addresses(host):
+        hvars = hostvars[host]
+        return topology.host_addresses(
+            hvars, hvars.get('tripleo_role_networks') or ())
+
+    mine = addresses(me)
     targets = []
     for peer in hosts:
         if peer == me:
             continue
-        peer_vars = hostvars[peer]
-        for net in sorted(mine & set(peer_vars.get('tripleo_role_networks')
-                                     or ())):
-            address = peer_vars.get('%s_ip' % net)
-            if address:
+        for net, address in addresses(peer).items():
+            if net in mine:
                 targets.append({'network': net, 'address': address})
     return sorted(targets, key=lambda t: (t['network'], t['address']))
 
