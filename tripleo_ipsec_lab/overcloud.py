@@ -137,9 +137,8 @@ class Overcloud(object):
         return synth.net_cidr_map(self.networks)
 
     def protected(self):
-        """The networks tripleo-ipsec encrypts."""
-        return sorted(n for n in self.networks
-                      if n not in self.opts.skip_networks)
+        """The networks tripleo-ipsec encrypts, as the plan says."""
+        return list(self.plan.networks)
 
     # -- the guest side ---------------------------------------------------
     def _script(self, lines, timeout=300):
