@@ -11,6 +11,8 @@ PREFIX = 'tripleo'
 # Where a node's bundle lives, relative to the node's root.
 IPSEC_D = 'etc/ipsec.d'
 MANIFEST = 'etc/ipsec.d/tripleo-ipsec.manifest.json'
+# pluto's control socket on a node (libreswan's own default), absolute.
+CTLSOCKET = '/run/pluto/pluto.ctl'
 # Beside the hosts' trees in a render output: the pcs commands for the VIPs.
 PACEMAKER_COMMANDS = 'pacemaker.json'
 
