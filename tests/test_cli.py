@@ -34,7 +34,6 @@ DEFAULT_OPTIONS = {
     'esp': 'aes_gcm256',
     'failure_policy': 'private',
     'key_epoch': 0,
-    'libreswan_version': '4',
     'vip_networks': {},
 }
 
@@ -612,7 +611,7 @@ class TestConfigGenerator(base.TestCase):
         self.assertIn('\n[ipsec]\n', result.stdout)
         section = result.stdout.split('\n[ipsec]\n', 1)[1]
         for opt in ('skip_networks', 'ike', 'esp', 'failure_policy',
-                    'key_epoch', 'libreswan_version', 'vip_networks'):
+                    'key_epoch', 'vip_networks'):
             self.assertIsNotNone(
                 re.search(r'^#%s =( |$)' % opt, section, re.M), opt)
         self.assertIn('#skip_networks = tenant,external,ctlplane', section)

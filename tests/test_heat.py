@@ -28,7 +28,6 @@ KNOBS = {
     'IpsecFailurePolicy': ('tripleo_ipsec_failure_policy',
                            'private-or-clear'),
     'IpsecKeyEpoch': ('tripleo_ipsec_key_epoch', 7),
-    'IpsecLibreswanVersion': ('tripleo_ipsec_libreswan_version', '5'),
     'IpsecMasterKey': ('tripleo_ipsec_master_key', 'b3BlcmF0b3Iga2V5'),
 }
 

@@ -289,19 +289,6 @@ class TestRender(base.TestCase):
                 self.assertEqual(0o600 if name.endswith('.secrets')
                                  else 0o644, mode, name)
 
-    def test_libreswan_5_syntax_differs_in_one_line(self):
-        topo = base.fixture_topology('stock')
-        key = self.master_key()
-        out4, _ = self.render(base.make_plan(topo), key)
-        out5, _ = self.render(base.make_plan(topo, libreswan_version='5'),
-                              key)
-        tree4, tree5 = base.read_tree(out4), base.read_tree(out5)
-        for path, text in tree4.items():
-            if path.endswith('.conf'):
-                self.assertEqual(text.replace('ikev2=insist',
-                                              'keyexchange=ikev2'),
-                                 tree5[path])
-
     def test_holder_conns_carry_their_vips_alias(self):
         the_plan = base.make_plan(base.fixture_topology('stock'))
         out, _ = self.render(the_plan)

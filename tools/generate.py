@@ -10,7 +10,7 @@ it carry a generated block between two marker lines, which this rewrites:
   ``defaults/main.yml`` and ``tasks/render.yml``;
 - the Heat service template's parameters and the role variables it sets;
 - ``environments/ipsec.yaml``'s commented parameter_defaults;
-- README.rst's option table.
+- the option table of README.rst and of the operator's guide.
 
     python tools/generate.py           rewrite the blocks
     python tools/generate.py --check   exit 1 naming every stale file
@@ -147,6 +147,7 @@ TARGETS = {
     os.path.join('environments', 'ipsec.yaml'): [
         ('parameter_defaults', environment)],
     'README.rst': [('table', readme)],
+    os.path.join('doc', 'source', 'operator.rst'): [('table', readme)],
 }
 
 

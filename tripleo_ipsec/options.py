@@ -15,7 +15,6 @@ from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
 FAILURE_POLICIES = ('private', 'private-or-clear')
-LIBRESWAN_VERSIONS = ('4', '5')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 # the role's variable for option <name> is tripleo_ipsec_<name>
 ROLE_PREFIX = 'tripleo_ipsec_'
@@ -94,15 +93,6 @@ KNOBS = (
              'key_epoch', default=0, min=0,
              help='Key epoch mixed into every derived key; bump it to '
                   'rotate all pre-shared keys.')),
-    Knob(heat='IpsecLibreswanVersion',
-         summary='libreswan on the nodes: 4 (ikev2=insist) or 5 '
-                 '(keyexchange=ikev2) syntax',
-         opt=cfg.StrOpt(
-             'libreswan_version', default='4',
-             choices=[('4', 'libreswan 4.x'), ('5', 'libreswan 5.x')],
-             help='Major version of libreswan on the nodes; selects the '
-                  'ipsec.conf syntax (4: ikev2=insist, 5: '
-                  'keyexchange=ikev2).')),
     # THT gives it from ServiceNetMap (RedisNetwork, OvnDbsNetwork)
     Knob(heat=None, metavar='VIP:NET[,VIP:NET...]',
          summary='the network of each service VIP (THT: ServiceNetMap '
@@ -164,10 +154,6 @@ class _Checked(object):
         if self.failure_policy not in FAILURE_POLICIES:
             raise Error('failure policy %r is not one of %s'
                         % (self.failure_policy, ', '.join(FAILURE_POLICIES)))
-        if self.libreswan_version not in LIBRESWAN_VERSIONS:
-            raise Error('libreswan version %r is not one of %s'
-                        % (self.libreswan_version,
-                           ', '.join(LIBRESWAN_VERSIONS)))
         if (not isinstance(self.key_epoch, int) or
                 isinstance(self.key_epoch, bool) or self.key_epoch < 0):
             raise Error('key epoch must be a whole number >= 0, not %r'

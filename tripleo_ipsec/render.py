@@ -89,16 +89,16 @@ def host_files(the_plan, host, master_key, derive=None):
     epoch = opts.key_epoch
     shunt = SHUNTS[opts.failure_policy]
     context = {'ike': opts.ike, 'esp': opts.esp,
-               # the node rewrites it for the libreswan it finds there
-               # (libreswan.adapt_conf): any major renders a working bundle
-               'keyexchange': libreswan.syntax(
-                   int(opts.libreswan_version))['keyexchange'],
+               # 4.x syntax; a node with another libreswan rewrites it
+               # for the one it finds there (Libreswan.adapt)
+               'keyexchange': libreswan.syntax(4)['keyexchange'],
                'failureshunt': shunt['failure'],
                'negotiationshunt': shunt['negotiation']}
     derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
     files, digests, initiate, vips, networks = {}, {}, [], {}, set()
+    addresses = {v.name: v.address for v in the_plan.vips}
     sha256 = hashlib.sha256
     for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
@@ -123,6 +123,8 @@ def host_files(the_plan, host, master_key, derive=None):
         if vip:
             vips[vip] = {
                 'network': conns[0].network, 'file': '/' + conf,
+                'address': addresses[vip],
+                'alias': names.vip_holder_alias(vip),
                 'peer': [c.name for c in conns
                          if c.kind == plan_mod.VIP_PEER],
                 'holder': [c.name for c in conns
@@ -131,11 +133,30 @@ def host_files(the_plan, host, master_key, derive=None):
         'version': 1, 'host': host, 'key_epoch': epoch,
         'files': {'/' + path: '%04o' % mode
                   for path, (_, mode) in files.items()},
-        'conns': digests, 'initiate': initiate, 'vips': vips,
+        'conns': digests, 'initiate': initiate,
         'networks': sorted(networks)}
-    files[names.MANIFEST] = (json.dumps(
-        manifest, sort_keys=True, separators=(',', ':')) + '\n', 0o644)
+    files[names.MANIFEST] = (manifest_text(manifest, vips), 0o644)
     return files
+
+
+def manifest_text(manifest, vips):
+    """The manifest's JSON, ``vips`` first and one line per VIP.
+
+    The OCF agent reads its VIP's entry with the shell alone, on the path of
+    every failover (no jq, no Python there): the first line is
+    ``{"vips":{``, then each VIP's on a line of its own,
+    ``"<vip>":{"address":...,"alias":...,"file":...,"holder":[...],
+    "network":...,"peer":[...]}``, its keys in that order, then ``},`` and
+    the rest of the manifest on one line.  JSON all the same, for every
+    other reader.
+    """
+    entries = ['%s:%s' % (json.dumps(name), json.dumps(
+        vips[name], sort_keys=True, separators=(',', ':')))
+        for name in sorted(vips)]
+    rest = json.dumps(manifest, sort_keys=True, separators=(',', ':'))
+    return '{"vips":{\n%s},%s\n' % (
+        ''.join('%s%s\n' % (entry, ',' if i < len(entries) - 1 else '')
+                for i, entry in enumerate(entries)), rest[1:])
 
 
 def _write_host(root, files):
