@@ -16,6 +16,7 @@ import uuid
 
 from tests import pluto
 from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec_lab import overcloud
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ class Node(object):
     def conns(self):
         """{name: libreswan.Conn} of our conns pluto has loaded."""
         return {n: c for n, c in self.lw.status().items()
-                if n.startswith('tripleo-')}
+                if n.startswith(names.PREFIX + '-')}
 
     def psks(self):
         out = self.lw.whack('--listpsks').stdout

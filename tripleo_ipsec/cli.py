@@ -119,7 +119,7 @@ def build_parser():
                      default='/' + names.MANIFEST,
                      help='the installed manifest (default: %(default)s)')
     ver.add_argument('--ctlsocket', metavar='PATH',
-                     default=libreswan.DEFAULT_CTLSOCKET,
+                     default=names.CTLSOCKET,
                      help='pluto\'s control socket (default: %(default)s)')
     ver.add_argument('--vips', action='store_true',
                      help='also expect SAs on the conns towards VIPs')

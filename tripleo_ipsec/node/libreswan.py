@@ -12,9 +12,12 @@ import re
 import subprocess
 import tempfile
 
-DEFAULT_CTLSOCKET = '/run/pluto/pluto.ctl'
+try:
+    from tripleo_ipsec.node import names
+except ImportError:     # on a node, shipped as the role's module_utils
+    from ansible.module_utils import tripleo_ipsec_names as names
+
 DEFAULT_TIMEOUT = 120
-PREFIX = 'tripleo-'
 
 # whack --status: 4.x starts every line with "000 ", 5.x with nothing.
 # The first line of a conn: its ends and its routing ("prospective erouted"
@@ -142,7 +145,7 @@ def includes(section):
 class Libreswan(object):
     """One pluto, reached through its control socket."""
 
-    def __init__(self, ctlsocket=DEFAULT_CTLSOCKET, timeout=DEFAULT_TIMEOUT,
+    def __init__(self, ctlsocket=names.CTLSOCKET, timeout=DEFAULT_TIMEOUT,
                  command=('ipsec',)):
         self.ctlsocket = ctlsocket
         self.timeout = timeout

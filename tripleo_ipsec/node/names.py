@@ -45,6 +45,15 @@ def vip_holder_alias(vip_name):
     return '%s-holders-%s' % (PREFIX, vip_name)
 
 
+def ours(conn):
+    """Whether pluto's conn ``conn`` is one of ours that pluto loads.
+
+    The ``also=`` sections (``defaults_conn``) are never loaded themselves.
+    """
+    return (conn.startswith(PREFIX + '-') and
+            not conn.startswith(defaults_conn('')))
+
+
 def defaults_conn(group):
     """The section a file's conns include with ``also=`` (never loaded)."""
     return '%s-defaults-%s' % (PREFIX, group)

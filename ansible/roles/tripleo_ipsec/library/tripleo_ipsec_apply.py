@@ -48,9 +48,9 @@ options:
     type: path
     default: /
   ctlsocket:
-    description: pluto's control socket.
+    description: pluto's control socket (default pluto's own, as the
+      module_utils tripleo_ipsec_names says).
     type: path
-    default: /run/pluto/pluto.ctl
   initiate:
     description: Start negotiating the new conns this end initiates.
     type: bool
@@ -80,10 +80,10 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
-from ansible.module_utils.tripleo_ipsec_libreswan import PREFIX  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import split_conf  # noqa
 
 
@@ -133,8 +133,7 @@ def agent(module, spec, state):
 
 
 def _loaded(status):
-    return {n for n in status
-            if n.startswith(PREFIX) and not n.startswith(PREFIX + 'defaults-')}
+    return {n for n in status if names.ours(n)}
 
 
 def adapt(lw, files):
@@ -247,7 +246,7 @@ def main():
             state=dict(type='str', default='present',
                        choices=['present', 'absent']),
             root=dict(type='path', default='/'),
-            ctlsocket=dict(type='path', default='/run/pluto/pluto.ctl'),
+            ctlsocket=dict(type='path', default=names.CTLSOCKET),
             initiate=dict(type='bool', default=True),
             vips=dict(type='bool', default=True),
             timeout=dict(type='int', default=120),

@@ -45,9 +45,9 @@ options:
     type: list
     elements: str
   manifest:
-    description: The installed manifest.
+    description: The installed manifest (default where the role installs
+      it, as the module_utils tripleo_ipsec_names says).
     type: path
-    default: /etc/ipsec.d/tripleo-ipsec.manifest.json
   port:
     description: The probe's TCP port.
     type: int
@@ -62,6 +62,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils import tripleo_ipsec_wire as wire  # noqa: E402
 
 
@@ -153,8 +154,7 @@ def main():
                          default='/var/lib/tripleo-ipsec/probe'),
             targets=dict(type='list', elements='dict', default=[]),
             protected=dict(type='list', elements='str'),
-            manifest=dict(type='path',
-                          default='/etc/ipsec.d/tripleo-ipsec.manifest.json'),
+            manifest=dict(type='path', default='/' + names.MANIFEST),
             port=dict(type='int', default=7655),
             lifetime=dict(type='int', default=900),
         ),

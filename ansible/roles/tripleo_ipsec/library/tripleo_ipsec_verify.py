@@ -20,13 +20,13 @@ description:
     have an established IPsec (Child) SA.  Fails when any has none.
 options:
   manifest:
-    description: The installed manifest.
+    description: The installed manifest (default where the role installs
+      it, as the module_utils tripleo_ipsec_names says).
     type: path
-    default: /etc/ipsec.d/tripleo-ipsec.manifest.json
   ctlsocket:
-    description: pluto's control socket.
+    description: pluto's control socket (default pluto's own, as the
+      module_utils tripleo_ipsec_names says).
     type: path
-    default: /run/pluto/pluto.ctl
   vips:
     description: Also expect an SA on every conn towards a VIP.
     type: bool
@@ -38,6 +38,7 @@ options:
 '''
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import missing_message  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import verify_node  # noqa
@@ -46,9 +47,8 @@ from ansible.module_utils.tripleo_ipsec_libreswan import verify_node  # noqa
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            manifest=dict(type='path',
-                          default='/etc/ipsec.d/tripleo-ipsec.manifest.json'),
-            ctlsocket=dict(type='path', default='/run/pluto/pluto.ctl'),
+            manifest=dict(type='path', default='/' + names.MANIFEST),
+            ctlsocket=dict(type='path', default=names.CTLSOCKET),
             vips=dict(type='bool', default=False),
             timeout=dict(type='int', default=120),
         ),
