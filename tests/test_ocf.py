@@ -3,9 +3,11 @@ resource-agents' own ocf-tester."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+import xml.etree.ElementTree as ElementTree
 
 from tests import base
 from tests import pluto
@@ -48,6 +50,30 @@ class TestAgentFile(base.TestCase):
         self.assertEqual(0, lint.returncode, lint.stderr)
         self.assertIn('<parameter name="vip_name" unique="1" required="1">',
                       meta.stdout)
+
+    def test_defaults_are_the_names(self):
+        # tools/generate.py writes them from names, once; meta-data says
+        # them, whatever the parameters are
+        if not os.path.isdir('/usr/lib/ocf/lib/heartbeat'):
+            self.skipTest('resource-agents is not installed')
+        result = pluto.run([AGENT, 'meta-data'], env=dict(
+            os.environ, OCF_ROOT='/usr/lib/ocf', OCF_RESKEY_manifest='/x',
+            OCF_RESKEY_ctlsocket='/y'))
+        self.assertEqual(0, result.returncode, result.stderr)
+        meta = result.stdout
+        defaults = {p.get('name'): p.find('content').get('default')
+                    for p in ElementTree.fromstring(meta).iter('parameter')}
+        self.assertEqual('/' + names.MANIFEST, defaults['manifest'])
+        self.assertEqual(names.CTLSOCKET, defaults['ctlsocket'])
+        with open(AGENT) as f:
+            text = f.read()
+        self.assertEqual(1, text.count(names.MANIFEST))
+        self.assertEqual(1, text.count(names.CTLSOCKET))
+        # the here-document expands those two and nothing else
+        heredoc = re.search(r'cat <<END\n(.*?\n)END\n', text, re.S).group(1)
+        self.assertEqual(heredoc.replace(
+            '${DEFAULT_MANIFEST}', '/' + names.MANIFEST).replace(
+            '${DEFAULT_CTLSOCKET}', names.CTLSOCKET), meta)
 
     def test_an_error_gives_its_exit_reason(self):
         # ocf-shellfuncs is sourced only when an action logs: an error

@@ -10,6 +10,7 @@ it carry a generated block between two marker lines, which this rewrites:
   ``defaults/main.yml`` and ``tasks/render.yml``;
 - the Heat service template's parameters and the role variables it sets;
 - ``environments/ipsec.yaml``'s commented parameter_defaults;
+- the OCF agent's default paths, from ``tripleo_ipsec/node/names.py``;
 - the option table of README.rst and of the operator's guide.
 
     python tools/generate.py           rewrite the blocks
@@ -22,6 +23,8 @@ it carry a generated block between two marker lines, which this rewrites:
 import argparse
 import os
 import re
+import shlex
+import shutil
 import sys
 
 import yaml
@@ -29,6 +32,7 @@ import yaml
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TOP)
 
+from tripleo_ipsec.node import names  # noqa: E402
 from tripleo_ipsec import options  # noqa: E402
 
 BEGIN = 'BEGIN generated: options (tools/generate.py)'
@@ -137,8 +141,18 @@ def readme():
     return lines
 
 
+def agent_names():
+    """The OCF agent's default manifest and control socket, as sh.
+
+    Its meta-data's defaults expand them too: no literal path in the agent.
+    """
+    return ['DEFAULT_MANIFEST=%s' % shlex.quote('/' + names.MANIFEST),
+            'DEFAULT_CTLSOCKET=%s' % shlex.quote(names.CTLSOCKET)]
+
+
 # file -> [(block id, lines)]; a file may hold several blocks
 TARGETS = {
+    os.path.join(ROLE, 'files', 'ocf', 'vip'): [('names', agent_names)],
     os.path.join(ROLE, 'meta', 'argument_specs.yml'): [
         ('render', argument_specs)],
     os.path.join(ROLE, 'defaults', 'main.yml'): [('defaults', defaults)],
@@ -200,6 +214,8 @@ def main(argv=None):
             tmp = os.path.join(TOP, path + '.tmp')
             with open(tmp, 'w') as f:
                 f.write(wanted)
+            # the OCF agent stays executable
+            shutil.copymode(os.path.join(TOP, path), tmp)
             os.replace(tmp, os.path.join(TOP, path))
     if args.check and stale:
         sys.stderr.write('stale generated blocks (run python '
