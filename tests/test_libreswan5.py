@@ -31,6 +31,7 @@ import uuid
 from tests import base
 from tests import pluto
 from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -515,6 +516,8 @@ class TestApplyOn5(Libreswan5TestCase):
         # file, under module_utils' name
         sys.modules.setdefault(
             'ansible.module_utils.tripleo_ipsec_libreswan', libreswan)
+        sys.modules.setdefault(
+            'ansible.module_utils.tripleo_ipsec_names', names)
         spec = importlib.util.spec_from_file_location(
             'tripleo_ipsec_apply', os.path.join(
                 TOP, 'ansible', 'roles', 'tripleo_ipsec', 'library',

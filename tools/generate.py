@@ -81,6 +81,10 @@ def defaults():
     return ['%s: %s' % (k.role_var, _flow(k.default)) for k in options.KNOBS]
 
 
+def role_names():
+    return ['%sctlsocket: %s' % (options.ROLE_PREFIX, names.CTLSOCKET)]
+
+
 def render_task():
     return ['%s: "{{ %s }}"' % (k.name, k.role_var) for k in options.KNOBS]
 
@@ -155,7 +159,8 @@ TARGETS = {
     os.path.join(ROLE, 'files', 'ocf', 'vip'): [('names', agent_names)],
     os.path.join(ROLE, 'meta', 'argument_specs.yml'): [
         ('render', argument_specs)],
-    os.path.join(ROLE, 'defaults', 'main.yml'): [('defaults', defaults)],
+    os.path.join(ROLE, 'defaults', 'main.yml'): [('defaults', defaults),
+                                                 ('names', role_names)],
     os.path.join(ROLE, 'tasks', 'render.yml'): [('render', render_task)],
     TEMPLATE: [('parameters', heat_parameters), ('vars', heat_vars)],
     os.path.join('environments', 'ipsec.yaml'): [
