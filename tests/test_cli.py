@@ -155,6 +155,127 @@ class CliTestCase(base.TestCase):
         return line
 
 
+def _set_address(net, value, role='Compute', index=0):
+    def change(outputs, cidrs):
+        outputs['RoleNetIpMap'][role][net][index] = value
+    return change
+
+
+def _set_vip(name, value):
+    def change(outputs, cidrs):
+        outputs['VipMap'][name] = value
+    return change
+
+
+def _set_cidr(net, value):
+    def change(outputs, cidrs):
+        cidrs[net] = value
+    return change
+
+
+def _rename_host(old, new):
+    def change(outputs, cidrs):
+        names = outputs['RoleNetHostnameMap']['Compute']['ctlplane']
+        names[names.index(old)] = new
+    return change
+
+
+def _rename_network(role, old, new):
+    def change(outputs, cidrs):
+        ips = outputs['RoleNetIpMap'][role]
+        ips[new] = ips.pop(old)
+        host_names = outputs['RoleNetHostnameMap'][role]
+        host_names[new] = host_names.pop(old)
+    return change
+
+
+def _rename_vip(old, new):
+    def change(outputs, cidrs):
+        outputs['VipMap'][new] = outputs['VipMap'].pop(old)
+    return change
+
+
+# What the deploy could hand us that would change what a rendered file
+# says, by class: (change to the stock outputs / net_cidr_map, words the one
+# stderr line must hold).
+HOSTILE = {
+    'zone id with an injected key': (_set_address(
+        'internal_api', 'fd00::d%eth0\nleftprotoport=udp'),
+        ['zone ids', 'overcloud-novacompute-0', 'internal_api']),
+    'zone id': (_set_address('storage', 'fd00::d%eth0'),
+                ['zone ids', 'overcloud-novacompute-0', 'storage']),
+    'non-ASCII zone id': (_set_address('internal_api', 'fe80::1%\xe9'),
+                          ['zone ids', 'overcloud-novacompute-0']),
+    'IPv4-mapped IPv6': (_set_address('internal_api', '::ffff:172.16.2.99'),
+                         ['IPv4-mapped', 'overcloud-novacompute-0',
+                          'internal_api']),
+    'address with a newline': (_set_address(
+        'internal_api', '172.16.2.99\nauto=ignore'),
+        ['not an IP address', 'overcloud-novacompute-0']),
+    'VIP with a zone id': (_set_vip('internal_api', '172.16.2.5%x'),
+                           ['VIP internal_api', 'zone ids']),
+    'VIP IPv4-mapped': (_set_vip('storage', '::ffff:172.16.1.5'),
+                        ['VIP storage', 'IPv4-mapped']),
+    'CIDR with a zone id': (_set_cidr('internal_api', ['fe80::%eth0/64']),
+                            ['net_cidr_map.internal_api', 'zone ids']),
+    'CIDR IPv4-mapped': (_set_cidr('storage', ['::ffff:172.16.1.0/120']),
+                         ['net_cidr_map.storage', 'IPv4-mapped']),
+    'host name ending in a newline': (_rename_host(
+        'overcloud-novacompute-1.ctlplane.localdomain',
+        'overcloud-novacompute-1\n.ctlplane.localdomain'),
+        ['not a valid host name', 'overcloud-novacompute-1']),
+    'network name ending in a newline': (_rename_network(
+        'Compute', 'storage', 'storage\n'),
+        ['not a valid network name', 'storage']),
+    'VIP name ending in a newline': (_rename_vip('redis', 'redis\n'),
+                                     ['VIP name', 'redis']),
+    'net_cidr_map network ending in a newline': (
+        _set_cidr('storage\n', ['172.16.1.0/24']),
+        ['net_cidr_map', 'not a valid network name']),
+}
+
+
+class TestHostileInput(CliTestCase):
+    """Input that would reach a file as more than what it is.
+
+    An address, a name or a CIDR that ipsec.conf, a file name or a pcs id
+    would take as more: refused with one line, nothing written.
+    """
+
+    def test_every_class(self):
+        for case, (change, words) in sorted(HOSTILE.items()):
+            outputs, cidrs = stock_outputs(), synth.net_cidr_map()
+            change(outputs, cidrs)
+            source = self.write_json('outputs.json', outputs)
+            cidr_map = self.write_json('cidrs.json', cidrs)
+            self.assertRefused(words, '--net-cidr-map', cidr_map,
+                               source=('--stack-outputs', source))
+
+    def test_option_names(self):
+        for args, words in (
+                (('--skip-networks', 'tenant,bogus\nname'),
+                 ['skip_networks', 'not a valid network name']),
+                (('--vip-networks', 'redis:internal_api\n'),
+                 ['vip_networks', 'not a valid network name']),
+                (('--vip-networks', 'red is:internal_api'),
+                 ['vip_networks', 'not a valid VIP name'])):
+            self.assertRefused(words, *args)
+
+    def test_the_canonical_forms_still_pass(self):
+        # the same checks let the forms a deploy really gives through
+        outputs, cidrs = stock_outputs(), synth.net_cidr_map()
+        outputs['RoleNetIpMap']['Compute']['internal_api'][0] = (
+            ' 172.16.2.99 ')
+        source = self.write_json('outputs.json', outputs)
+        cidr_map = self.write_json('cidrs.json', cidrs)
+        self.assertOk(self.render('--net-cidr-map', cidr_map,
+                                  source=('--stack-outputs', source)))
+        conf = self.read(os.path.join(
+            self.work, 'out', 'overcloud-novacompute-0', 'etc', 'ipsec.d',
+            'tripleo-internal_api.conf'))
+        self.assertIn('left=172.16.2.99\n', conf)
+
+
 class TestBadInput(CliTestCase):
 
     # 1. duplicate addresses

@@ -23,6 +23,7 @@ import typing
 from oslo_config import cfg
 
 from tripleo_ipsec.errors import Error
+from tripleo_ipsec.node import names
 from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
@@ -166,6 +167,15 @@ class _Checked(object):
         if self.failure_policy not in FAILURE_POLICIES:
             raise Error('failure policy %r is not one of %s'
                         % (self.failure_policy, ', '.join(FAILURE_POLICIES)))
+        for name in self.skip_networks:
+            if not names.valid_network(name):
+                raise Error('skip_networks: %r is not a valid network name'
+                            % (name,))
+        for vip, net in self.vip_networks:
+            for what, name in (('VIP', vip), ('network', net)):
+                if not names.valid_network(name):
+                    raise Error('vip_networks: %r is not a valid %s name'
+                                % (name, what))
         if (not isinstance(self.key_epoch, int) or
                 isinstance(self.key_epoch, bool) or self.key_epoch < 0):
             raise Error('key epoch must be a whole number >= 0, not %r'

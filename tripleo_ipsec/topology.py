@@ -19,11 +19,12 @@ mesh are refused here with one clear line.
 """
 
 import dataclasses
+import functools
 import ipaddress
 import logging
-import re
 
 from tripleo_ipsec.errors import Error
+from tripleo_ipsec.node import names
 
 LOG = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ HOST_NETWORK = 'ctlplane'
 PACEMAKER_GROUP = 'pacemaker'
 # VIPs that THT names after a service, not after their network
 SERVICE_VIPS = ('redis', 'ovn_dbs')
-_NETWORK_NAME = re.compile(r'^[a-z][a-z0-9_]*$')
-_HOST_NAME = re.compile(r'^[a-z0-9]([a-z0-9-]*[a-z0-9])?'
-                        r'(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,30 +67,46 @@ class Topology(object):
 
 # -- the topology ----------------------------------------------------------
 
-def _address(text, what):
+def _ip(text, what, kind):
+    """One address or CIDR, canonical, or one line saying what is wrong.
+
+    Only the plain forms: a zone id (``%eth0``) or an IPv4-mapped IPv6
+    address would reach ipsec.conf as given, or leave the pair
+    unprotected; both are refused, as is anything but ASCII text.
+    """
+    parse = ipaddress.ip_address if kind == 'address' else functools.partial(
+        ipaddress.ip_network, strict=False)
+    if not isinstance(text, str) or not text.isascii() or '%' in text:
+        raise Error('%s: %r is not an IP %s (zone ids and non-ASCII text '
+                    'are refused)' % (what, text, kind))
     try:
-        return ipaddress.ip_address(str(text).strip())
+        value = parse(text.strip())
     except ValueError:
-        raise Error('%s: %r is not an IP address' % (what, text))
+        raise Error('%s: %r is not an IP %s' % (what, text, kind))
+    mapped = value if kind == 'address' else value.network_address
+    if mapped.version == 6 and mapped.ipv4_mapped is not None:
+        raise Error('%s: %r is an IPv4-mapped IPv6 %s; give the IPv4 one'
+                    % (what, text, kind))
+    return value
+
+
+def _address(text, what):
+    return _ip(text, what, 'address')
 
 
 def _cidrs(net_cidr_map):
     cidrs = {}
     for net, values in (net_cidr_map or {}).items():
+        if not names.valid_network(net):
+            raise Error('net_cidr_map: %r is not a valid network name'
+                        % (net,))
         if isinstance(values, str):
             values = [values]
         if not isinstance(values, list):
             raise Error('net_cidr_map.%s: expected a CIDR or a list of them'
                         % net)
-        parsed = []
-        for value in values:
-            try:
-                parsed.append(ipaddress.ip_network(str(value).strip(),
-                                                   strict=False))
-            except ValueError:
-                raise Error('net_cidr_map.%s: %r is not a CIDR'
-                            % (net, value))
-        cidrs[net] = parsed
+        cidrs[net] = [_ip(value, 'net_cidr_map.%s' % net, 'CIDR')
+                      for value in values]
     return cidrs
 
 
@@ -177,9 +191,9 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
 
     hosts, owner, members, role_of = [], {}, {}, {}
     for role in sorted(roles):
-        networks, names = roles[role]
-        for name in sorted(names):
-            if not _HOST_NAME.match(name):
+        networks, role_hosts = roles[role]
+        for name in sorted(role_hosts):
+            if not names.valid_host(name):
                 raise Error('stack outputs: host name %r is not a valid '
                             'host name' % name)
             if name in role_of:
@@ -187,7 +201,7 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
                             '%s' % (name, role_of[name], role))
             role_of[name] = role
             for net in networks:
-                if not _NETWORK_NAME.match(net):
+                if not names.valid_network(net):
                     raise Error('stack outputs: network name %r is not a '
                                 'valid network name' % net)
             addresses = {}
@@ -226,7 +240,7 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
     for name, text in sorted(vip_map.items()):
         if not text:
             continue
-        if not _NETWORK_NAME.match(name):
+        if not names.valid_network(name):
             raise Error('stack outputs: VIP name %r is not valid' % name)
         addr = _address(text, 'VIP %s' % name)
         if name in vip_networks or name in SERVICE_VIPS:

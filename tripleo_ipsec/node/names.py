@@ -18,6 +18,8 @@ and the tests can never disagree.  Names are built from stable identities
 removing a node renames nothing else.
 """
 
+import re
+
 PREFIX = 'tripleo'
 
 # Where a node's bundle lives, relative to the node's root.
@@ -114,3 +116,20 @@ def firewall_rule(number, what, scope):
     holds its rules equal to the plan's.
     """
     return '%d ipsec %s %s' % (number, what, scope)
+
+
+# What may reach a file name, a conn name, a pcs id or a path: the whole
+# text must match (fullmatch: no trailing newline slips through).
+_NETWORK = re.compile(r'[a-z][a-z0-9_]{0,62}')
+_HOST = re.compile(r'(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+                   r'(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*')
+
+
+def valid_network(name):
+    """A network's name_lower, or a VIP's name (they share the form)."""
+    return isinstance(name, str) and _NETWORK.fullmatch(name) is not None
+
+
+def valid_host(name):
+    """A host name as THT gives it: lower-case DNS labels."""
+    return isinstance(name, str) and _HOST.fullmatch(name) is not None
