@@ -22,6 +22,7 @@ import base64
 import json
 import os
 import re
+import resource
 import stat
 import subprocess
 import sys
@@ -274,6 +275,102 @@ class TestHostileInput(CliTestCase):
             self.work, 'out', 'overcloud-novacompute-0', 'etc', 'ipsec.d',
             'tripleo-internal_api.conf'))
         self.assertIn('left=172.16.2.99\n', conf)
+
+
+BOMB = '\n'.join(['a: &a ["x","x","x","x","x","x","x","x","x"]'] + [
+    '%s: &%s [%s]' % (chr(98 + i), chr(98 + i),
+                      ','.join(['*%s' % chr(97 + i)] * 9))
+    for i in range(8)]) + '\n'
+
+
+def _limited():
+    """What a bad input may cost: 2 GiB of address space."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+class TestBadFiles(CliTestCase):
+    """Every file the CLI reads, given what is not a file of its kind.
+
+    One line naming the file, no traceback, nothing written, in 30 s and
+    2 GiB: an alias bomb, text that is not UTF-8, a key given twice, a
+    FIFO, a device, a directory.
+    """
+
+    def _file(self, kind, name):
+        path = os.path.join(self.work, name)
+        if kind == 'fifo':
+            os.mkfifo(path)
+        elif kind == 'directory':
+            os.mkdir(path)
+        elif kind == 'device':
+            return '/dev/zero'
+        else:
+            with open(path, 'wb') as f:
+                f.write({'bomb': BOMB.encode(),
+                         'latin-1': 'r\xe9seau: [1]\n'.encode('latin-1'),
+                         'twice': b'{"internal_api": ["172.16.2.0/24"],\n'
+                                  b' "internal_api": ["10.0.0.0/8"]}\n'}[kind])
+            os.chmod(path, 0o600)     # a key file must be, to be read
+        return path
+
+    def _refused(self, args, source, words):
+        out = os.path.join(self.work, 'out')
+        before = sorted(os.listdir(self.work))
+        result = subprocess.run(
+            [sys.executable, '-m', 'tripleo_ipsec.cli', 'render'] +
+            list(source) + list(args) +
+            ['--master-key-file', args[-1] if args and args[0] ==
+             '--master-key-file' else self.key, '--out', out],
+            cwd=TOP, env=_env(), capture_output=True, text=True, timeout=30,
+            preexec_fn=_limited)
+        line = self.assertOneErrorLine(result, words)
+        self.assertFalse(os.path.lexists(out), line)
+        self.assertEqual(before, sorted(os.listdir(self.work)), line)
+
+    def test_every_input_file(self):
+        yaml_kinds = {'bomb': 'expand', 'latin-1': 'not UTF-8',
+                      'twice': 'given twice', 'fifo': 'not a regular file',
+                      'directory': 'not a regular file',
+                      'device': 'not a regular file'}
+        stock = ('--stack-outputs', STOCK)
+        checked = 0
+        for option, kinds in (
+                ('--stack-outputs', yaml_kinds),
+                ('--inventory', yaml_kinds),
+                ('--net-cidr-map', yaml_kinds),
+                ('--net-vip-map', yaml_kinds),
+                ('--config-file', {'fifo': 'not a regular file',
+                                   'directory': 'not a regular file',
+                                   'device': 'not a regular file'}),
+                ('--master-key-file', {'fifo': 'not a regular file',
+                                       'directory': 'not a regular file',
+                                       'device': 'not a regular file',
+                                       'latin-1': 'not base64'})):
+            for kind, why in sorted(kinds.items()):
+                name = '%s-%s' % (option.strip('-'), kind)
+                path = self._file(kind, name)
+                source = ((option, path) if option in (
+                    '--stack-outputs', '--inventory') else stock)
+                args = () if option in ('--stack-outputs', '--inventory') \
+                    else (option, path)
+                self._refused(args, source, [why, os.path.basename(path)])
+                checked += 1
+                if kind in ('fifo', 'directory'):
+                    (os.rmdir if kind == 'directory' else os.unlink)(path)
+                elif kind != 'device':
+                    os.unlink(path)
+        self.assertEqual(31, checked)
+
+    def test_a_shared_node_is_no_bomb(self):
+        # anchors and aliases as yaml.safe_dump writes them load as before
+        cidrs = synth.net_cidr_map()
+        shared = ['172.16.1.0/24']
+        cidrs['storage'] = shared
+        cidrs['storage_nfs'] = shared
+        text = yaml.safe_dump(cidrs)
+        self.assertIn('&', text)
+        path = self.write('cidrs.yaml', text)
+        self.assertOk(self.render('--net-cidr-map', path))
 
 
 class TestBadInput(CliTestCase):

@@ -75,17 +75,19 @@ def load(path):
     group or others.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO is refused below, not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise Error('master key file %s: %s' % (path, exc.strerror))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise Error('master key file %s is not a regular file' % path)
     with os.fdopen(fd, 'rb') as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise Error('master key file %s is not a regular file' % path)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise Error('master key file %s is accessible by group or others '
                         '(mode %04o); chmod 0600 it' % (path, mode & 0o7777))
-        text = f.read()
+        text = f.read(4096)
     try:
         secret = base64.b64decode(text.strip(), validate=True)
     except ValueError:

@@ -18,6 +18,8 @@ checked ``Options`` value that the planner takes.
 """
 
 import dataclasses
+import os
+import stat
 import typing
 
 from oslo_config import cfg
@@ -200,6 +202,14 @@ Options.__doc__ = 'The options a plan is made with (see KNOBS).'
 
 def _read(config_files):
     """[ipsec] values from the config files; errors never echo file text."""
+    for path in config_files:
+        # oslo.config would wait on a FIFO and read a device to the end
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise Error('configuration file %s: %s' % (path, exc.strerror))
+        if not stat.S_ISREG(mode):
+            raise Error('configuration file %s: not a regular file' % path)
     conf = cfg.ConfigOpts()
     conf.register_opts(OPTS, group=GROUP)
     try:

@@ -20,6 +20,8 @@ tripleo-common builds from them) for ``topology.build``.
 import contextlib
 import json
 import logging
+import os
+import stat
 import types
 
 import yaml
@@ -29,6 +31,108 @@ from tripleo_ipsec import topology
 
 HOST_NETWORK = topology.HOST_NETWORK
 REQUIRED_OUTPUTS = ('RoleNetHostnameMap', 'RoleNetIpMap', 'ServerIdData')
+# An input file larger than this is refused before it is parsed: stack
+# outputs of a 500-node overcloud are a few MiB.
+MAX_BYTES = 32 * 1024 * 1024
+# A YAML document may share nodes (anchors and aliases); refused when
+# expanding them would give more nodes than this (an alias bomb).
+MAX_NODES = 2000000
+
+
+def read_file(path, what, limit=MAX_BYTES):
+    """The bytes of a regular file, at most ``limit`` of them.
+
+    A FIFO, a device or a directory is refused before anything is read
+    (opening does not block: O_NONBLOCK), as is a file over the limit.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise Error('%s %s: %s' % (what, path, exc.strerror))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Error('%s %s: not a regular file' % (what, path))
+    with os.fdopen(fd, 'rb') as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Error('%s %s: larger than %d MiB' % (what, path,
+                                                   limit // 1024 // 1024))
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in a mapping."""
+
+
+def _construct_mapping(loader, node):
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            twice = key in seen
+            seen.add(key)
+        except TypeError:       # unhashable: construct_mapping says so
+            continue
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, 'the key %r is given twice' % (key,),
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                        _construct_mapping)
+
+
+def _expanded(node, memo):
+    """How many nodes ``node`` stands for once every alias is expanded."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1          # a node inside itself counts once
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded(n, memo) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded(k, memo) + _expanded(v, memo)
+                     for k, v in node.value)
+    memo[id(node)] = total
+    return total
+
+
+def load_yaml(path, what):
+    """A JSON or YAML file (JSON is YAML), checked before it is built.
+
+    Refused, with one line: what ``read_file`` refuses, text that is not
+    UTF-8, a document that is not JSON or YAML (the line is named), a key
+    given twice in a mapping, a document whose aliases expand past
+    ``MAX_NODES``, and nesting deeper than Python can follow.
+    """
+    data = read_file(path, what)
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError:
+        raise Error('%s %s: not UTF-8 text' % (what, path))
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded(node, {}) > MAX_NODES:
+            raise Error('%s %s: its aliases expand to more than %d nodes'
+                        % (what, path, MAX_NODES))
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = ' at line %d' % (mark.line + 1) if mark else ''
+        problem = getattr(exc, 'problem', '') or ''
+        why = ': %s' % problem if 'twice' in problem else ''
+        raise Error('%s %s: not valid JSON or YAML%s%s'
+                    % (what, path, where, why))
+    except RecursionError:
+        raise Error('%s %s: nested too deeply' % (what, path))
+    finally:
+        loader.dispose()
 
 
 # -- stack outputs --------------------------------------------------
@@ -72,20 +176,7 @@ def parse_outputs(data, source='stack outputs'):
 
 def load_outputs(path):
     """Read a saved stack-outputs file (JSON or YAML, any shape)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise Error('stack outputs %s: %s' % (path, exc.strerror))
-    except UnicodeDecodeError:
-        raise Error('stack outputs %s: not a text file' % path)
-    try:
-        data = yaml.safe_load(text)      # JSON is YAML
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        where = ' at line %d' % (mark.line + 1) if mark else ''
-        raise Error('stack outputs %s: not valid JSON or YAML%s'
-                    % (path, where))
+    data = load_yaml(path, 'stack outputs')
     if data is None:
         raise Error('stack outputs %s: the file is empty' % path)
     return parse_outputs(data, 'stack outputs %s' % path)
@@ -208,13 +299,7 @@ def inventory(outputs, plan='overcloud'):
 
 def load_inventory(path):
     """A saved tripleo-common inventory (static YAML or dynamic JSON)."""
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise Error('inventory %s: %s' % (path, exc.strerror))
-    except yaml.YAMLError:
-        raise Error('inventory %s: not valid JSON or YAML' % path)
+    data = load_yaml(path, 'inventory')
     if not isinstance(data, dict):
         raise Error('inventory %s: expected a mapping of groups' % path)
     if '_meta' in data:
@@ -237,13 +322,7 @@ def load_mapping(path, what):
     """A JSON or YAML file holding one mapping (net_cidr_map, VipMap)."""
     if not path:
         return None
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise Error('%s %s: %s' % (what, path, exc.strerror))
-    except yaml.YAMLError:
-        raise Error('%s %s: not valid JSON or YAML' % (what, path))
+    data = load_yaml(path, what)
     if not isinstance(data, dict):
         raise Error('%s %s: expected a mapping' % (what, path))
     return data
