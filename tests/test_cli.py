@@ -361,6 +361,30 @@ class TestBadFiles(CliTestCase):
                     os.unlink(path)
         self.assertEqual(31, checked)
 
+    def test_verify_refuses_what_is_not_a_manifest(self):
+        fifo = os.path.join(self.work, 'fifo.json')
+        os.mkfifo(fifo)
+        cases = [(self.write('list.json', '[]'), 'not a mapping'),
+                 (self.write('conns.json', '{"conns": 5}'),
+                  'conns is not a mapping'),
+                 (self.write('vip.json', '{"vips": {"internal_api": 3}}'),
+                  "VIP 'internal_api'"),
+                 (self.write('holders.json',
+                             '{"vips": {"redis": {"holder": "a"}}}'),
+                  "VIP 'redis'"),
+                 (self.write('text.json', 'conn x'), 'not JSON'),
+                 (fifo, 'not a regular file'),
+                 (self.work, 'not a regular file'),
+                 ('/dev/zero', 'not a regular file')]
+        for path, why in cases:
+            result = subprocess.run(
+                [sys.executable, '-m', 'tripleo_ipsec.cli', 'verify',
+                 '--manifest', path, '--ctlsocket',
+                 os.path.join(self.work, 'no-pluto.ctl')],
+                cwd=TOP, env=_env(), capture_output=True, text=True,
+                timeout=30, preexec_fn=_limited)
+            self.assertOneErrorLine(result, [why, path])
+
     def test_a_shared_node_is_no_bomb(self):
         # anchors and aliases as yaml.safe_dump writes them load as before
         cidrs = synth.net_cidr_map()

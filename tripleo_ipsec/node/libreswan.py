@@ -21,6 +21,7 @@ Every command runs with a timeout; nothing here restarts pluto.
 import json
 import os
 import re
+import stat
 import subprocess
 import tempfile
 
@@ -276,17 +277,71 @@ def verify(manifest, status, vips=False):
             'missing': missing, 'conns': conns, 'ok': not missing}
 
 
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _names(value):
+    return isinstance(value, list) and all(isinstance(n, str)
+                                           for n in value)
+
+
+def parse_manifest(text, what='manifest'):
+    """A manifest's JSON text -> the manifest, its shape checked.
+
+    What the node side reads: ``conns`` (name -> digest), ``vips`` (name ->
+    {holder: [...], peer: [...], ...}), ``files`` (path -> mode).  Anything
+    else is refused with one LibreswanError line.
+    """
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise LibreswanError('%s: not JSON' % what)
+    if not isinstance(manifest, dict):
+        raise LibreswanError('%s: not a tripleo-ipsec manifest (not a '
+                             'mapping)' % what)
+    for key in ('conns', 'files', 'vips'):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise LibreswanError('%s: not a tripleo-ipsec manifest (%s is '
+                                 'not a mapping)' % (what, key))
+    if not all(isinstance(k, str) and isinstance(v, str)
+               for k, v in manifest.get('conns', {}).items()):
+        raise LibreswanError('%s: not a tripleo-ipsec manifest (conns)'
+                             % what)
+    for name, vip in manifest.get('vips', {}).items():
+        if not (isinstance(vip, dict) and _names(vip.get('holder', [])) and
+                _names(vip.get('peer', []))):
+            raise LibreswanError('%s: not a tripleo-ipsec manifest (VIP %r)'
+                                 % (what, name))
+    return manifest
+
+
+def load_manifest(path):
+    """The installed manifest: a regular file, bounded, its shape checked."""
+    what = 'manifest %s' % path
+    try:
+        # O_NONBLOCK: a FIFO is refused below, not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise LibreswanError('%s: %s' % (what, exc.strerror))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LibreswanError('%s: not a regular file' % what)
+    with os.fdopen(fd, 'rb') as f:
+        data = f.read(MANIFEST_MAX_BYTES + 1)
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise LibreswanError('%s: larger than %d MiB'
+                             % (what, MANIFEST_MAX_BYTES // 1024 // 1024))
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError:
+        raise LibreswanError('%s: not UTF-8 text' % what)
+    return parse_manifest(text, what)
+
+
 def verify_node(manifest_path, ctlsocket, vips=False,
                 timeout=DEFAULT_TIMEOUT):
     """``verify`` on this node: its installed manifest and its pluto."""
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-    except OSError as exc:
-        raise LibreswanError('manifest %s: %s' % (manifest_path,
-                                                  exc.strerror))
-    except ValueError:
-        raise LibreswanError('manifest %s: not JSON' % manifest_path)
+    manifest = load_manifest(manifest_path)
     return verify(manifest, Libreswan(ctlsocket, timeout).status(), vips)
 
 

@@ -75,7 +75,6 @@ options:
     type: dict
 '''
 
-import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -84,6 +83,7 @@ from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import parse_manifest  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import split_conf  # noqa
 
 
@@ -151,8 +151,10 @@ def adapt(lw, files):
 
 def present(module, lw, root, files, manifest_path):
     files = adapt(lw, files)
-    new = json.loads(files[manifest_path]['content'])
-    old = json.loads(_read(os.path.join(root, manifest_path)) or '{}')
+    new = parse_manifest(files[manifest_path]['content'], 'the bundle\'s '
+                         'manifest')
+    old = parse_manifest(_read(os.path.join(root, manifest_path)) or '{}',
+                         'the installed manifest')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
               'deleted': []}
 
@@ -218,7 +220,8 @@ def present(module, lw, root, files, manifest_path):
 
 
 def absent(module, lw, root, manifest_path):
-    old = json.loads(_read(os.path.join(root, manifest_path)) or '{}')
+    old = parse_manifest(_read(os.path.join(root, manifest_path)) or '{}',
+                         'the installed manifest')
     result = {'removed': [], 'deleted': []}
     if lw.running():
         result['deleted'] = sorted(_loaded(lw.status()))
