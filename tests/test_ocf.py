@@ -229,10 +229,14 @@ class TestManifest(base.TestCase):
         self.assertIn('VIP internal_api is %s in tripleo-ipsec\'s manifest, '
                       'not 172.16.2.99' % vip.address, result.stderr)
         # no such VIP (nor one whose name it starts)
-        for name in ('nosuch', 'internal', 'internal_api2', '*'):
+        for name in ('nosuch', 'internal', 'internal_api2'):
             result = self.validate(path, name, vip.address)
             self.assertEqual(OCF_ERR_CONFIGURED, result.returncode, name)
             self.assertIn('has no VIP %s' % name, result.stderr)
+        # a pattern is not even a name
+        result = self.validate(path, '*', vip.address)
+        self.assertEqual(OCF_ERR_CONFIGURED, result.returncode)
+        self.assertIn('parameter vip_name is not valid', result.stderr)
         with open(path) as f:
             manifest = json.load(f)
         # the same JSON in another layout (as render wrote it before): the
@@ -313,15 +317,18 @@ class AgentTests(object):
                              result.stderr)))
         return result.returncode
 
+    def run_ocf_tester(self, params, extra=()):
+        argv = ['ip', 'netns', 'exec', self.pluto.netns, 'ocf-tester', '-n',
+                names.vip_ipsec_resource(self.vip.name)]
+        for key, value in sorted(params.items()):
+            argv += ['-o', '%s=%s' % (key, value)]
+        return pluto.run(argv + list(extra) + [AGENT], timeout=300)
+
     def ocf_tester(self, *params):
-        result = pluto.run(
-            ['ip', 'netns', 'exec', self.pluto.netns, 'ocf-tester', '-n',
-             names.vip_ipsec_resource(self.vip.name),
-             '-o', 'vip_name=%s' % self.vip.name,
-             '-o', 'vip=%s' % self.vip.address,
-             '-o', 'manifest=%s' % self.manifest_path,
-             '-o', 'ctlsocket=%s' % self.pluto.ctl] + list(params) +
-            [AGENT], timeout=300)
+        result = self.run_ocf_tester(
+            {'vip_name': self.vip.name, 'vip': self.vip.address,
+             'manifest': self.manifest_path, 'ctlsocket': self.pluto.ctl},
+            params)
         self.assertEqual(0, result.returncode, result.stdout + result.stderr)
         self.assertIn('passed all tests', result.stdout)
 
@@ -393,7 +400,61 @@ class AgentTests(object):
         self.assertEqual(OCF_ERR_CONFIGURED, self.agent('validate-all'))
 
 
-class TestAgent(AgentTests, base.TestCase):
+# Parameters the CIB could hold that are not what they say: each is
+# refused before it is used (the first ran "link set dev lo down").
+BAD_PARAMETERS = (
+    ('vip', '{vip}\nlink set dev lo down'),
+    ('vip', '{vip}/32'),
+    ('vip', 'localhost'),
+    ('vip_name', 'internal_api\n'),
+    ('vip_name', '../internal_api'),
+    ('manifest', 'relative.json'),
+    ('manifest', '{manifest}\nx'),
+    ('ctlsocket', '{ctlsocket} x'),
+    ('ipsec', 'ipsec;id'),
+    ('timeout', '5; reboot'),
+)
+
+
+class BadParameterTests(object):
+
+    def test_bad_parameters_are_refused(self):
+        good = self.env()
+        for param, value in BAD_PARAMETERS:
+            value = value.format(vip=self.vip.address,
+                                 manifest=self.manifest_path,
+                                 ctlsocket=self.pluto.ctl)
+            env = dict(good, **{'OCF_RESKEY_' + param: value})
+            for action, want in (('validate-all', OCF_ERR_CONFIGURED),
+                                 ('start', OCF_ERR_CONFIGURED),
+                                 ('monitor', OCF_ERR_CONFIGURED),
+                                 ('stop', 0)):
+                result = subprocess.run(
+                    self.agent_argv(action), capture_output=True,
+                    text=True, env=env, timeout=120)
+                self.assertEqual(want, result.returncode,
+                                 '%s=%r %s: %s' % (param, value, action,
+                                                   result.stderr))
+                if action != 'stop':
+                    self.assertIn('parameter %s is not valid' % param,
+                                  result.stderr)
+            # nothing ran: lo is up, no conn of the VIP was loaded
+            self.assertIn('UP', self.ip_netns(['link', 'show', 'lo']).stdout)
+            self.assertEqual(set(), set(self.manifest['vips'][
+                self.vip.name]['holder']) & set(self.lw.status()))
+        # ocf-tester's own harness refuses them too
+        for param, value in BAD_PARAMETERS[:1] + BAD_PARAMETERS[3:4]:
+            value = value.format(vip=self.vip.address)
+            params = {'vip_name': self.vip.name, 'vip': self.vip.address,
+                      'manifest': self.manifest_path,
+                      'ctlsocket': self.pluto.ctl}
+            params[param] = value
+            result = self.run_ocf_tester(params)
+            self.assertNotEqual(0, result.returncode, result.stdout)
+            self.assertNotIn('passed all tests', result.stdout)
+
+
+class TestAgent(AgentTests, BadParameterTests, base.TestCase):
     """Against the host's libreswan 4.10."""
 
     def skip_unless_available(self):
