@@ -236,6 +236,30 @@ HOSTILE = {
 }
 
 
+class TestConsistency(CliTestCase):
+
+    def test_a_vip_outside_its_networks_subnets(self):
+        outputs, cidrs = stock_outputs(), synth.net_cidr_map()
+        outputs['VipMap']['internal_api'] = '172.16.9.5'
+        source = self.write_json('outputs.json', outputs)
+        cidr_map = self.write_json('cidrs.json', cidrs)
+        self.assertRefused(['VIP internal_api', '172.16.9.5',
+                            'no subnet of network internal_api'],
+                           '--net-cidr-map', cidr_map,
+                           source=('--stack-outputs', source))
+
+    def test_a_role_scaled_to_zero(self):
+        # THT lists a role with count 0 with no hosts; tripleo-common
+        # would stop on it
+        outputs = synth.stack_outputs([synth.controller(3),
+                                       synth.compute(0)])
+        source = self.write_json('outputs.json', outputs)
+        plan = json.loads(self.assertOk(run_cli(
+            'plan', '--stack-outputs', source, '-f', 'json')))
+        self.assertEqual(['overcloud-controller-0', 'overcloud-controller-1',
+                          'overcloud-controller-2'], sorted(plan['hosts']))
+
+
 class TestHostileInput(CliTestCase):
     """Input that would reach a file as more than what it is.
 

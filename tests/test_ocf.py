@@ -31,6 +31,8 @@ from tests import pluto
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec import render
+from tripleo_ipsec import sources
+from tripleo_ipsec_lab import synth
 
 AGENT = os.path.join(base.os.path.dirname(base.FIXTURES), '..', 'ansible',
                      'roles', 'tripleo_ipsec', 'files', 'ocf', 'vip')
@@ -162,6 +164,31 @@ class TestManifest(base.TestCase):
                    OCF_RESKEY_vip_name=vip_name, OCF_RESKEY_vip=address,
                    OCF_RESKEY_manifest=manifest_path)
         return pluto.run([AGENT, 'validate-all'], env=env)
+
+    def test_one_controller_every_vip_resource_validates(self):
+        # one controller: a VIP on a network no other node is on gets no
+        # resource (its agent would have no holder conn); every other VIP's
+        # agent passes validate-all on its holder
+        for controllers, computes in ((1, 2), (1, 0)):
+            topo = sources.topology_of(synth.stack_outputs(
+                [synth.controller(controllers), synth.compute(computes)]),
+                synth.net_cidr_map())
+            the_plan = base.make_plan(topo)
+            out, _ = self.render(the_plan)
+            lonely = {v.name for v in topo.vips
+                      if v.network in the_plan.networks and
+                      len(topo.members(v.network)) < 2}
+            self.assertTrue(lonely, (controllers, computes))
+            self.assertEqual(set(), lonely & {v.name
+                                              for v in the_plan.vips})
+            for vip in the_plan.vips:
+                for holder in vip.holders:
+                    path = os.path.join(out, holder, names.MANIFEST)
+                    result = self.validate(path, vip.name, vip.address)
+                    self.assertEqual(0, result.returncode, result.stderr)
+            with open(os.path.join(out, names.PACEMAKER_COMMANDS)) as f:
+                commands = json.load(f)['commands']
+            self.assertEqual(len(the_plan.vips) > 0, bool(commands))
 
     def test_every_vip_of_every_host_of_every_fixture(self):
         checked = refused = 0

@@ -181,6 +181,11 @@ def build(topology, options):
             raise Error('VIP %s (%s) is on protected network %s but no host '
                         'of that network runs pacemaker to hold it'
                         % (vip.name, vip.address, vip.network))
+        if len(members) < 2:
+            # one node on the VIP's network (a one-controller cloud): no
+            # peer sends to the VIP over the wire, so it gets no conns and
+            # no resource (an agent with no holder conn could not start)
+            continue
         for peer in members:
             if peer.name not in conns:
                 continue

@@ -253,6 +253,13 @@ def tripleo_inventory(outputs, plan='overcloud', **kwargs):
     from tripleo_common.inventory import TripleoInventory
     _check_outputs(outputs)
     outputs = dict(outputs)
+    # a role scaled to zero (count 0) has no hosts: tripleo-common would
+    # stop on it ("No IPs found for ... role"), so it is left out
+    empty = {role for role, nets in outputs['RoleNetHostnameMap'].items()
+             if not (nets or {}).get(HOST_NETWORK)}
+    for key in ('RoleNetHostnameMap', 'RoleNetIpMap'):
+        outputs[key] = {role: value for role, value in outputs[key].items()
+                        if role not in empty}
     ids = dict(outputs['ServerIdData'])
     # tripleo-common indexes server_ids per role; give it what it needs for
     # roles Heat listed without ids rather than let it crash.
@@ -287,10 +294,11 @@ def inventory(outputs, plan='overcloud'):
     try:
         with quiet():
             data = inv.list(dynamic=True)
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+    except Exception as exc:    # tripleo-common raises plain Exception too
         raise Error('stack outputs: tripleo-common cannot build an '
                     'inventory from them (%s: %s)'
-                    % (type(exc).__name__, exc))
+                    % (type(exc).__name__, str(exc).splitlines()[0]
+                       if str(exc) else ''))
     # ansible-core >= 2.19 wants a list of hosts, not a mapping
     excluded = data.get('excluded_overcloud', {})
     excluded['hosts'] = sorted(excluded.get('hosts') or [])

@@ -250,6 +250,10 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
         else:
             LOG.info('VIP %s: no host is on network %s, left out', name, name)
             continue
+        if net in cidrs and not any(addr in c for c in cidrs[net]):
+            raise Error('VIP %s: address %s is in no subnet of network %s '
+                        '(%s)' % (name, addr, net,
+                                  ', '.join(map(str, cidrs[net]))))
         if addr in owner:
             raise Error('duplicate address %s: VIP %s and host %s (%s)'
                         % ((addr, name) + owner[addr]))
