@@ -23,9 +23,11 @@ import json
 import os
 import re
 import resource
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -258,6 +260,49 @@ class TestConsistency(CliTestCase):
             'plan', '--stack-outputs', source, '-f', 'json')))
         self.assertEqual(['overcloud-controller-0', 'overcloud-controller-1',
                           'overcloud-controller-2'], sorted(plan['hosts']))
+
+
+class TestInterrupted(CliTestCase):
+
+    def test_a_failed_render_leaves_no_new_key(self):
+        # the key is created, then the render fails: the key goes too
+        path = os.path.join(self.work, 'new.key')
+        out = os.path.join(self.work, 'out')
+        os.mkdir(out)
+        self.write(os.path.join('out', 'foreign.txt'), 'not ours\n')
+        result = run_cli('render', '--stack-outputs', STOCK,
+                         '--master-key-file', path, '--create-master-key',
+                         '--out', out)
+        self.assertOneErrorLine(result, [out])
+        self.assertFalse(os.path.lexists(path))
+        self.assertEqual(['foreign.txt'], os.listdir(out))
+
+    def test_sigterm_during_a_render_leaves_nothing(self):
+        outputs = synth.stack_outputs([synth.controller(3),
+                                       synth.compute(200)])
+        source = self.write_json('big.json', outputs)
+        parent = os.path.join(self.work, 'renders')
+        os.mkdir(parent)
+        out = os.path.join(parent, 'out')
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'tripleo_ipsec.cli', 'render',
+             '--stack-outputs', source, '--master-key-file', self.key,
+             '--out', out], cwd=TOP, env=_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not os.listdir(parent) and proc.poll() is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.002)
+        # the temporary tree (with secrets) exists: stop it now
+        self.assertIsNone(proc.poll(), 'the render ended before SIGTERM')
+        self.assertTrue(os.listdir(parent)[0].startswith(
+            '.tripleo-ipsec-new-'))
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        self.assertEqual(128 + signal.SIGTERM, proc.returncode, stderr)
+        self.assertEqual(['tripleo-ipsec: error: stopped by SIGTERM'],
+                         stderr.splitlines())
+        self.assertEqual([], os.listdir(parent))
 
 
 class TestHostileInput(CliTestCase):

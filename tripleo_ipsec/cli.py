@@ -19,6 +19,8 @@ output directory behind when it fails.
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 
 import yaml
@@ -210,11 +212,18 @@ def cmd_plan(args):
 def cmd_render(args):
     opts = _options(args)
     the_plan = plan_mod.build(_topology(args, opts), opts)
-    if args.create_master_key:
-        master = keys.load_or_create(args.master_key_file)
+    created = False
+    if args.create_master_key and not os.path.lexists(args.master_key_file):
+        master, created = keys.create(args.master_key_file), True
     else:
         master = keys.load(args.master_key_file)
-    written = render.write(the_plan, master, args.out)
+    try:
+        written = render.write(the_plan, master, args.out)
+    except BaseException:
+        # a key nothing was rendered with is not left behind
+        if created:
+            os.unlink(args.master_key_file)
+        raise
     data = {'out': args.out,
             'hosts': {h: {'files': n,
                           'conns': len(the_plan.hosts[h].conns)}
@@ -241,7 +250,19 @@ COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,
             'render': cmd_render, 'verify': cmd_verify}
 
 
+class Terminated(Exception):
+    """SIGTERM or SIGHUP: unwinds like an error, so cleanups run."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv=None):
+    # render's temporary tree holds secrets: a kill that can be caught
+    # unwinds through its cleanup instead of ending the process on the spot
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
@@ -251,6 +272,10 @@ def main(argv=None):
     except Error as exc:
         sys.stderr.write('%s: error: %s\n' % (PROG, exc))
         return 1
+    except Terminated as exc:
+        sys.stderr.write('%s: error: stopped by %s\n'
+                         % (PROG, exc))
+        return 128 + getattr(signal, str(exc))
     except BrokenPipeError:
         # the reader went away (| head): nothing left worth saying
         sys.stderr.close()
