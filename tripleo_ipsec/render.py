@@ -25,7 +25,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import uuid
 
 import jinja2
 
@@ -37,6 +39,7 @@ from tripleo_ipsec import plan as plan_mod
 
 MARKER = '.tripleo-ipsec-output'
 
+_HELD = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 SHUNTS = {
     'private': {'failure': 'drop', 'negotiation': 'hold'},
     'private-or-clear': {'failure': 'passthrough',
@@ -204,13 +207,18 @@ def write(the_plan, master_key, out):
     out = os.path.abspath(out)
     exists = _check_out(out)
     parent = os.path.dirname(out)
-    try:
-        tmp = tempfile.mkdtemp(prefix='.tripleo-ipsec-new-', dir=parent)
-    except OSError as exc:
-        raise Error('output %s: cannot write in %s: %s'
-                    % (out, parent, exc.strerror))
+    # named first and made inside the try: a signal that lands just after
+    # the directory is made still finds the cleanup (tests send SIGTERM
+    # the moment it appears)
+    tmp = os.path.join(parent, '.tripleo-ipsec-new-%s' % uuid.uuid4().hex)
     written = {}
     try:
+        try:
+            os.mkdir(tmp, 0o700)
+        except OSError as exc:
+            tmp = None          # not ours (or not made): left alone
+            raise Error('output %s: cannot write in %s: %s'
+                        % (out, parent, exc.strerror))
         os.chmod(tmp, 0o755)
         with open(os.path.join(tmp, MARKER), 'w') as f:
             f.write('rendered by tripleo-ipsec; replaced on every render\n')
@@ -222,14 +230,22 @@ def write(the_plan, master_key, out):
             files = host_files(the_plan, host, master_key, derive)
             _write_host(os.path.join(tmp, host), files)
             written[host] = len(files)
-        if exists:
-            old = tempfile.mkdtemp(prefix='.tripleo-ipsec-old-', dir=parent)
-            os.rename(out, os.path.join(old, 'out'))
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
+        # the swap runs with termination signals held: stopped half-way,
+        # it would leave neither output in place
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            if exists:
+                old = tempfile.mkdtemp(prefix='.tripleo-ipsec-old-',
+                                       dir=parent)
+                os.rename(out, os.path.join(old, 'out'))
+                os.rename(tmp, out)
+                shutil.rmtree(old)
+            else:
+                os.rename(tmp, out)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return written
