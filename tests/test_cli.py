@@ -33,6 +33,7 @@ import yaml
 
 from tests import base
 from tripleo_ipsec import keys
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import synth
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,6 +261,69 @@ class TestConsistency(CliTestCase):
             'plan', '--stack-outputs', source, '-f', 'json')))
         self.assertEqual(['overcloud-controller-0', 'overcloud-controller-1',
                           'overcloud-controller-2'], sorted(plan['hosts']))
+
+
+class TestRoleRenderModule(CliTestCase):
+    """The role's render module refuses what the CLI refuses.
+
+    Run by ansible itself (an ad-hoc task on localhost) against the
+    inventory tripleo-common writes from the hostile outputs.
+    """
+
+    def _module(self, outputs, cidrs):
+        inventory = os.path.join(self.work, 'inventory.yaml')
+        with sources.quiet():
+            sources.tripleo_inventory(outputs).write_static_inventory(
+                inventory)
+        out = os.path.join(self.work, 'bundles')
+        args = {'inventory': inventory, 'net_cidr_map': cidrs,
+                'net_vip_map': outputs['VipMap'],
+                'master_key_file': self.key, 'out': out}
+        role = os.path.join(TOP, 'ansible', 'roles', 'tripleo_ipsec')
+        env = dict(_env(), ANSIBLE_LIBRARY=os.path.join(role, 'library'),
+                   ANSIBLE_MODULE_UTILS=os.path.join(role, 'module_utils'),
+                   ANSIBLE_STDOUT_CALLBACK='tripleo_ipsec_json',
+                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(
+                       TOP, 'tripleo_ipsec_lab', 'callback_plugins'),
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+                   PATH=os.path.dirname(sys.executable) + os.pathsep +
+                   os.environ.get('PATH', ''))
+        result = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), 'ansible'),
+             'localhost', '-i', 'localhost,', '-c', 'local',
+             '-m', 'tripleo_ipsec_render', '-a', json.dumps(args)],
+            cwd=self.work, env=env, capture_output=True, text=True,
+            timeout=300)
+        self.assertTrue(result.stdout.strip(), result.stderr)
+        report = json.loads(result.stdout)
+        task = report['tasks'][0]['hosts']['localhost']
+        return result, task, out
+
+    def test_names_and_addresses(self):
+        checked = 0
+        for case in ('zone id with an injected key', 'IPv4-mapped IPv6',
+                     'VIP with a zone id', 'CIDR with a zone id',
+                     'network name ending in a newline',
+                     'net_cidr_map network ending in a newline'):
+            change, words = HOSTILE[case]
+            outputs, cidrs = stock_outputs(), synth.net_cidr_map()
+            change(outputs, cidrs)
+            result, task, out = self._module(outputs, cidrs)
+            self.assertNotEqual(0, result.returncode, case)
+            self.assertTrue(task.get('failed'), case)
+            self.assertEqual(1, len(task['msg'].splitlines()), task['msg'])
+            self.assertNotIn('Traceback', task['msg'])
+            for word in words:
+                self.assertIn(word, task['msg'], case)
+            self.assertFalse(os.path.lexists(out), case)
+            checked += 1
+        # and the same module renders the untouched outputs
+        result, task, out = self._module(stock_outputs(),
+                                         synth.net_cidr_map())
+        self.assertEqual(0, result.returncode, task.get('msg'))
+        self.assertTrue(os.path.isdir(out))
+        self.assertEqual(6, checked)
 
 
 class TestInterrupted(CliTestCase):
