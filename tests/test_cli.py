@@ -62,12 +62,20 @@ def _env():
     return env
 
 
-def run_cli(*args, cwd=None):
-    """Run ``python -m tripleo_ipsec.cli ARGS``; the CompletedProcess."""
+def _limited():
+    """What a bad input may cost: 2 GiB of address space."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def run_cli(*args, cwd=None, timeout=120):
+    """Run ``python -m tripleo_ipsec.cli ARGS``; the CompletedProcess.
+
+    In 2 GiB of address space, as every bad input must be refused in.
+    """
     return subprocess.run(
         [sys.executable, '-m', 'tripleo_ipsec.cli'] + list(args),
         cwd=cwd or TOP, env=_env(), capture_output=True, text=True,
-        timeout=120)
+        timeout=timeout, preexec_fn=_limited)
 
 
 def stock_outputs():
@@ -142,17 +150,20 @@ class CliTestCase(base.TestCase):
     def render(self, *args, **kw):
         """Run render into WORK/out; the CompletedProcess."""
         key = kw.pop('key', self.key)
+        timeout = kw.pop('timeout', 120)
         out = kw.pop('out', os.path.join(self.work, 'out'))
         source = kw.pop('source', ('--stack-outputs', STOCK))
         self.assertEqual({}, kw)
         return run_cli('render', *(tuple(source) + args +
-                                   ('--master-key-file', key, '--out', out)))
+                                   ('--master-key-file', key, '--out', out)),
+                       timeout=timeout)
 
     def assertRefused(self, words, *args, **kw):
         """render with ARGS fails with one clean line and leaves nothing."""
         out = os.path.join(self.work, 'out')
         before = sorted(os.listdir(self.work))
-        result = self.render(*args, out=out, **kw)
+        # a bad input is refused within 30 s (and 2 GiB: run_cli)
+        result = self.render(*args, out=out, timeout=30, **kw)
         line = self.assertOneErrorLine(result, words)
         self.assertFalse(os.path.lexists(out), line)
         self.assertEqual(before, sorted(os.listdir(self.work)), line)
@@ -414,11 +425,6 @@ BOMB = '\n'.join(['a: &a ["x","x","x","x","x","x","x","x","x"]'] + [
     '%s: &%s [%s]' % (chr(98 + i), chr(98 + i),
                       ','.join(['*%s' % chr(97 + i)] * 9))
     for i in range(8)]) + '\n'
-
-
-def _limited():
-    """What a bad input may cost: 2 GiB of address space."""
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
 
 class TestBadFiles(CliTestCase):
