@@ -18,6 +18,8 @@ import shutil
 
 from tests import base
 from tests import pluto
+from tripleo_ipsec import sources
+from tripleo_ipsec_lab import synth
 
 FIXTURES = sorted(base.FIXTURE_FILES)
 
@@ -97,8 +99,8 @@ class TestPlutoLoads(base.TestCase):
         if why:
             self.skipTest(why)
 
-    def _load(self, fixture):
-        topo = base.fixture_topology(fixture)
+    def _load(self, fixture, topo=None):
+        topo = topo or base.fixture_topology(fixture)
         the_plan = base.make_plan(topo)
         out, _ = self.render(the_plan)
         tmp = self.tempdir()
@@ -131,6 +133,15 @@ class TestPlutoLoads(base.TestCase):
             self.assertEqual(wanted, {frozenset(p) for p in listed})
             self.assertEqual(len(wanted), len(listed))
             scratch.stop()
+
+    def test_one_controller(self):
+        # a VIP on a network no other node is on gets no conns (and no
+        # resource): what is left loads, holder conns of the other VIPs
+        # included
+        topo = sources.topology_of(synth.stack_outputs(
+            [synth.controller(1), synth.compute(2)]), synth.net_cidr_map())
+        self.assertTrue([v for v in base.make_plan(topo).vips])
+        self._load('one controller', topo)
 
     def test_stock(self):
         self._load('stock')
