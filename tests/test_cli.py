@@ -396,6 +396,29 @@ class TestHostileInput(CliTestCase):
             self.assertRefused(words, '--net-cidr-map', cidr_map,
                                source=('--stack-outputs', source))
 
+    def test_inventory_and_net_vip_map_entry_points(self):
+        # the same checks when the deployment comes as config-download's
+        # saved inventory, with an operator's net_vip_map
+        for case in ('zone id with an injected key', 'IPv4-mapped IPv6',
+                     'network name ending in a newline'):
+            change, words = HOSTILE[case]
+            outputs, cidrs = stock_outputs(), synth.net_cidr_map()
+            change(outputs, cidrs)
+            inventory = os.path.join(self.work, 'inventory.yaml')
+            with sources.quiet():
+                sources.tripleo_inventory(outputs).write_static_inventory(
+                    inventory)
+            vips = self.write_json('vips.json', outputs['VipMap'])
+            self.assertRefused(words, '--net-vip-map', vips,
+                               source=('--inventory', inventory))
+            os.unlink(inventory)
+            os.unlink(vips)
+        outputs = stock_outputs()
+        vip_map = dict(outputs['VipMap'])
+        vip_map['ovn_dbs\n'] = vip_map.pop('ovn_dbs')
+        vips = self.write_json('vips.json', vip_map)
+        self.assertRefused(['VIP name', 'ovn_dbs'], '--net-vip-map', vips)
+
     def test_option_names(self):
         for args, words in (
                 (('--skip-networks', 'tenant,bogus\nname'),
