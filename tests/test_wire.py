@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""tripleo_ipsec.wire against real tcpdump captures, and the probe's
+"""tripleo_ipsec.node.wire against real tcpdump captures, and the probe's
 target filter against an inventory's variables."""
 
 import importlib.util
