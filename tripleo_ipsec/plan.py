@@ -119,11 +119,13 @@ def protected_networks(topology, options):
                  if n not in options.skip_networks)
 
 
-def firewall_rules(net_cidr_map, skip_networks):
+def firewall_rules(cidrs_by_network, skip_networks):
     """The ``tripleo_firewall`` rules the Heat service deploys.
 
-    IKE (UDP 500, 4500) and ESP from each subnet of every network of THT's
-    ``net_cidr_map`` (all the subnets of a routed network) but the skipped
+    ``cidrs_by_network`` is ``Topology.cidrs``: THT's ``net_cidr_map``,
+    checked and normalised (network -> tuple of CIDR texts).  IKE (UDP 500,
+    4500) and ESP from each subnet of every network of it (all the subnets
+    of a routed network) but the skipped
     ones: one rule per network and CIDR, since a rule takes one source.
     The service template computes the same rules from the same two inputs
     in Heat (tests/test_heat.py holds them equal); Heat knows no hosts, so
@@ -131,10 +133,10 @@ def firewall_rules(net_cidr_map, skip_networks):
     to any source.
     """
     rules = {}
-    for net, cidrs in sorted((net_cidr_map or {}).items()):
+    for net, cidrs in sorted(cidrs_by_network.items()):
         if net in skip_networks:
             continue
-        for cidr in [cidrs] if isinstance(cidrs, str) else cidrs or []:
+        for cidr in cidrs:
             common = {'source': cidr,
                       'ipversion': 'ipv%d' % _family(cidr)}
             scope = '%s %s' % (net, cidr)
