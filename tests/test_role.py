@@ -118,7 +118,7 @@ class TestApply(RoleTestCase):
         before = self.serials()
         etc = {n: base.tree(node.etc)
                for n, node in self.nodes.nodes.items()}
-        _, out = self.bundle(key_epoch=1)
+        _, out = self.bundle(esp='aes_gcm128')
         checked = self.deploy(out, '--check')
         self.assertTrue(all(r['changed'] for r in checked.values()))
         self.assertTrue(all(r['replaced'] for r in checked.values()))
@@ -190,20 +190,52 @@ class TestChanges(RoleTestCase):
                 self.assertEqual(before[name][conn], serial, conn)
         self.assertLoaded(the_plan)
 
-    def test_key_epoch_bump_replaces_every_conn(self):
+    def secrets_loads(self):
+        """{node: how many times its pluto has read the secrets files}."""
+        counts = {}
+        for name, node in self.nodes.nodes.items():
+            with open(node.log) as f:
+                counts[name] = f.read().count(
+                    'loading secrets from "/etc/ipsec.secrets"')
+        return counts
+
+    def test_key_epoch_bump_replaces_no_conn(self):
         _, self._out = self.bundle()
         self.deploy(self._out)
         before = self.serials()
+        loads = self.secrets_loads()
         the_plan, self._out = self.bundle(key_epoch=1)
         bumped = self.deploy(self._out)
         for name, result in bumped.items():
+            # the new keys are written and staged; no conn is touched
+            self.assertEqual(([], [], []), (result['replaced'],
+                                            result['added'],
+                                            result['deleted']), name)
+            self.assertTrue(result['staged'], name)
+            self.assertTrue(any(p.endswith('.secrets')
+                                for p in result['written']), name)
+        self.assertEqual(before, self.serials())
+        # the role's next task made every pluto reread its secrets, once
+        self.assertEqual({n: c + 1 for n, c in loads.items()},
+                         self.secrets_loads())
+        self.assertLoaded(the_plan)
+        again = self.deploy(self._out)
+        self.assertFalse([h for h, r in again.items() if r['changed']])
+        self.assertEqual({n: c + 1 for n, c in loads.items()},
+                         self.secrets_loads())
+
+    def test_new_proposal_replaces_every_conn(self):
+        _, self._out = self.bundle()
+        self.deploy(self._out)
+        before = self.serials()
+        the_plan, self._out = self.bundle(esp='aes_gcm128')
+        changed = self.deploy(self._out)
+        for name, result in changed.items():
             self.assertEqual(sorted(before[name]), result['replaced'], name)
             now = self.serials()[name]
             for conn in before[name]:
                 self.assertNotEqual(before[name][conn], now[conn], conn)
         self.assertLoaded(the_plan)
-        again = self.deploy(self._out)
-        self.assertFalse([h for h, r in again.items() if r['changed']])
 
 
 class TestVerify(RoleTestCase):

@@ -95,10 +95,12 @@ def host_files(the_plan, host, master_key, derive=None):
     """The files of one host: {relative path: (text, mode)}.
 
     The manifest lists every file with its mode, every conn with a digest
-    of what pluto would load for it (its stanza, the shared section it
-    includes and the key epoch), the conns this end initiates, each VIP's
-    conns and the networks this host protects; the node side reconciles
-    and verifies from it.
+    of what pluto would load for it (its stanza and the shared section it
+    includes), the conns this end initiates, each VIP's conns and the
+    networks this host protects; the node side reconciles and verifies
+    from it.  A key is not part of a conn's digest: a new key changes the
+    secrets files only, which the node rereads without touching a live SA
+    (keys rotate with no conn replaced).
     """
     opts = the_plan.options
     epoch = opts.key_epoch
@@ -128,7 +130,7 @@ def host_files(the_plan, host, master_key, derive=None):
             title=title, epoch=epoch,
             keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
         stanzas = text.split('\nconn ')
-        shared = '%s\nepoch=%d\n' % (stanzas[1], epoch)
+        shared = stanzas[1]
         for conn, stanza in zip(conns, stanzas[2:]):
             digests[conn.name] = sha256(
                 (shared + stanza).encode()).hexdigest()[:16]

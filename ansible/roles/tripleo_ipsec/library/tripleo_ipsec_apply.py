@@ -66,6 +66,14 @@ options:
     description: Seconds any one libreswan command may take.
     type: int
     default: 120
+  stage:
+    description:
+      - Write new keys but leave pluto on the ones it has (result
+        C(staged)), so that every node can reread them in one later step.
+        Conns added or replaced in this run get theirs at once.  A key
+        change never replaces a conn, staged or not.
+    type: bool
+    default: false
   agent:
     description:
       - The VIPs' OCF agent, as C({dest, content}), installed (mode 0755)
@@ -156,7 +164,7 @@ def present(module, lw, root, files, manifest_path):
     old = parse_manifest(_read(os.path.join(root, manifest_path)) or '{}',
                          'the installed manifest')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
-              'deleted': []}
+              'deleted': [], 'staged': False}
 
     for rel, entry in sorted(files.items()):
         if rel == manifest_path:
@@ -203,8 +211,14 @@ def present(module, lw, root, files, manifest_path):
 
     for name in result['deleted'] + replace:
         lw.delete(name)
-    if secrets_changed:
+    # A new key changes secrets files only.  Pluto uses a PSK in IKE_AUTH
+    # alone (RFC 7296 2.15): live SAs and their rekeys never read it again.
+    # Staged, the new keys wait on disk until the role's next task rereads
+    # them on every node at once; conns added now need theirs first.
+    if secrets_changed and (touched or not module.params['stage']):
         lw.rereadsecrets()
+    else:
+        result['staged'] = secrets_changed
     sections = {}
     for rel, entry in files.items():
         if rel.endswith('.conf'):
@@ -253,6 +267,7 @@ def main():
             initiate=dict(type='bool', default=True),
             vips=dict(type='bool', default=True),
             timeout=dict(type='int', default=120),
+            stage=dict(type='bool', default=False),
             agent=dict(type='dict', no_log=True),
         ),
         required_if=[('state', 'present', ['files'])],
@@ -279,7 +294,7 @@ def main():
             changed = changed or bool(result['agent'])
     except (LibreswanError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc))
-    summary = {k: len(v) for k, v in result.items()}
+    summary = {k: len(v) for k, v in result.items() if isinstance(v, list)}
     module.exit_json(changed=changed, summary=summary, **result)
 
 
