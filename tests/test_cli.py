@@ -50,6 +50,11 @@ DEFAULT_OPTIONS = {
     'esp': 'aes_gcm256',
     'failure_policy': 'private',
     'key_epoch': 0,
+    'auth': 'psk',
+    'cert_ca': '',
+    'cert_trust': ['/etc/ipa/ca.crt'],
+    'cert_domain': 'localdomain',
+    'cert_margin_days': 14,
     'vip_networks': {},
 }
 

@@ -94,7 +94,8 @@ def defaults():
 
 
 def role_names():
-    return ['%sctlsocket: %s' % (options.ROLE_PREFIX, names.CTLSOCKET)]
+    return ['%sctlsocket: %s' % (options.ROLE_PREFIX, names.CTLSOCKET),
+            '%smanifest: %s' % (options.ROLE_PREFIX, names.MANIFEST)]
 
 
 def render_task():

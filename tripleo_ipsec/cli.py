@@ -232,16 +232,29 @@ def cmd_render(args):
     _print(args.format, data, rows, ['host', 'files', 'conns'])
 
 
+def _auth(conn, held):
+    """How a conn authenticates, for verify's table."""
+    if not conn.get('auth'):
+        return '-'
+    if conn['auth'] != 'rsasig' or not conn.get('cert'):
+        return 'psk' if conn['auth'] == 'secret' else conn['auth']
+    cert = held.get(conn['cert'], {})
+    return 'cert %s (SN %s, %s days left)' % (
+        conn['cert'], cert.get('serial', '?'), cert.get('days_left', '?'))
+
+
 def cmd_verify(args):
     try:
         report = libreswan.verify_node(args.manifest, args.ctlsocket,
                                        args.vips)
     except libreswan.LibreswanError as exc:
         raise Error(str(exc))
+    held = report.get('certs', {})
     rows = [(name, 'yes' if conn['established'] else 'NO',
-             conn.get('ipsec_sa', '-')) for name, conn in
+             conn.get('ipsec_sa', '-'), _auth(conn, held)) for name, conn in
             sorted(report['conns'].items())]
-    _print(args.format, report, rows, ['conn', 'established', 'ipsec SA'])
+    _print(args.format, report, rows, ['conn', 'established', 'ipsec SA',
+                                       'auth'])
     if not report['ok']:
         raise Error(libreswan.missing_message(report))
 

@@ -19,6 +19,7 @@ checked ``Options`` value that the planner takes.
 
 import dataclasses
 import os
+import re
 import stat
 import typing
 
@@ -30,7 +31,12 @@ from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
 FAILURE_POLICIES = ('private', 'private-or-clear')
+AUTHS = ('psk', 'cert')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
+# certmonger CA names (getcert -c) and the nodes' CA files: plain text
+# only, since they reach getcert's and certutil's argv on every node
+_CA_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+_PATH = re.compile(r'/[A-Za-z0-9_./-]{1,4095}')
 # the role's variable for option <name> is tripleo_ipsec_<name>
 ROLE_PREFIX = 'tripleo_ipsec_'
 
@@ -108,6 +114,55 @@ KNOBS = (
              'key_epoch', default=0, min=0,
              help='Key epoch mixed into every derived key; bump it to '
                   'rotate all pre-shared keys.')),
+    Knob(heat='IpsecAuth',
+         summary='how the ends authenticate: psk (keys derived from the '
+                 'master key) or cert (certificates from certmonger)',
+         opt=cfg.StrOpt(
+             'auth', default='psk',
+             choices=[('psk', 'pre-shared keys, one per pair, derived '
+                              'from the master key'),
+                      ('cert', 'a certificate per node and network (and '
+                               'per VIP), issued by cert_ca through '
+                               'certmonger')],
+             help='How the two ends of a conn authenticate. psk: a key per '
+                  'pair derived from the master key. cert: certificates '
+                  'that certmonger requests from cert_ca into libreswan\'s '
+                  'NSS database and renews; needs cert_ca and cert_trust.')),
+    Knob(heat='IpsecCertCa', metavar='CA',
+         summary='the certmonger CA that issues the certificates (IPA with '
+                 'TLS everywhere); needed with auth cert',
+         opt=cfg.StrOpt(
+             'cert_ca', default='',
+             help='The certmonger CA (getcert -c) that issues every '
+                  'certificate with auth = cert: IPA in a TLS-everywhere '
+                  'deployment, or a CA the deployment registered on every '
+                  'node with getcert add-ca. No default: a cert deploy '
+                  'without it is refused before any node is touched.')),
+    Knob(heat='IpsecCertTrust', metavar='PEM[,PEM...]',
+         summary='CA certificate files on the nodes whose certificates are '
+                 'trusted; list two while changing CA',
+         opt=cfg.ListOpt(
+             'cert_trust', default=['/etc/ipa/ca.crt'],
+             help='PEM files on every node holding the CA certificates '
+                  'that peers\' certificates must chain to; each is '
+                  'imported into libreswan\'s NSS database as a trust '
+                  'anchor. To change CA, list both, deploy, switch cert_ca, '
+                  'deploy, then drop the old one.')),
+    Knob(heat='CloudDomain', metavar='DOMAIN',
+         summary='DNS domain of the certificates\' names '
+                 '(<host>.<network>.<domain>)',
+         opt=cfg.StrOpt(
+             'cert_domain', default='localdomain',
+             help='The DNS domain of every certificate\'s name, as THT\'s '
+                  'fqdn_<network>: <host>.<network without _>.<domain>, and '
+                  'vip-<vip>.<network>.<domain> for a VIP.')),
+    Knob(heat='IpsecCertExpiryMarginDays', metavar='DAYS',
+         summary='verify fails on a certificate that expires within this '
+                 'many days',
+         opt=cfg.IntOpt(
+             'cert_margin_days', default=14, min=0,
+             help='verify fails on a node whose certificate (as pluto '
+                  'holds it) expires within this many days.')),
     # THT gives it from ServiceNetMap (RedisNetwork, OvnDbsNetwork)
     Knob(heat=None, metavar='VIP:NET[,VIP:NET...]',
          summary='the network of each service VIP (THT: ServiceNetMap '
@@ -178,14 +233,37 @@ class _Checked(object):
                 if not names.valid_network(name):
                     raise Error('vip_networks: %r is not a valid %s name'
                                 % (name, what))
-        if (not isinstance(self.key_epoch, int) or
-                isinstance(self.key_epoch, bool) or self.key_epoch < 0):
-            raise Error('key epoch must be a whole number >= 0, not %r'
-                        % (self.key_epoch,))
+        if self.auth not in AUTHS:
+            raise Error('auth %r is not one of %s'
+                        % (self.auth, ', '.join(AUTHS)))
+        if self.auth == 'cert' and not self.cert_ca:
+            raise Error('auth cert needs cert_ca (IpsecCertCa): the '
+                        'certmonger CA that issues the certificates, IPA '
+                        'with TLS everywhere')
+        if self.auth == 'cert' and not self.cert_trust:
+            raise Error('auth cert needs cert_trust (IpsecCertTrust): the '
+                        'CA certificate files the nodes trust')
+        if self.cert_ca and not _CA_NAME.fullmatch(self.cert_ca):
+            raise Error('cert_ca %r is not a certmonger CA name'
+                        % (self.cert_ca,))
+        for path in self.cert_trust:
+            if not _PATH.fullmatch(path):
+                raise Error('cert_trust: %r is not an absolute path of '
+                            'plain characters' % (path,))
+        if not names.valid_host(self.cert_domain):
+            raise Error('cert_domain %r is not a DNS domain'
+                        % (self.cert_domain,))
+        for what in ('key_epoch', 'cert_margin_days'):
+            value = getattr(self, what)
+            if (not isinstance(value, int) or isinstance(value, bool) or
+                    value < 0):
+                raise Error('%s must be a whole number >= 0, not %r'
+                            % (what.replace('_', ' '), value))
 
     def to_dict(self):
         data = dataclasses.asdict(self)
         data['skip_networks'] = list(self.skip_networks)
+        data['cert_trust'] = list(self.cert_trust)
         data['vip_networks'] = dict(self.vip_networks)
         return data
 
@@ -243,6 +321,8 @@ def load(config_files=(), **overrides):
     values.update({k: v for k, v in overrides.items() if v is not None})
     values['skip_networks'] = tuple(
         n.strip() for n in values['skip_networks'] if n.strip())
+    values['cert_trust'] = tuple(
+        p.strip() for p in values['cert_trust'] if p.strip())
     values['vip_networks'] = tuple(sorted(dict(values['vip_networks'])
                                           .items()))
     return Options(**values)

@@ -22,7 +22,10 @@
   it (pacemaker nodes), one conn from the VIP to every peer, left for the
   OCF agent to load (``auto=ignore``) when the VIP lands there.
 - Keys are not in the plan: render derives them from the master key, the
-  network, the pair's addresses and ``key_epoch``.
+  network, the pair's addresses and ``key_epoch``.  With ``auth`` cert,
+  every conn names both ends' identities (``names.host_cert_id``,
+  ``names.vip_cert_id``) and the certificate this end shows: its own on
+  the network, or the VIP's on a holder.
 - Excluded (blacklisted) hosts stay peers of the others, so their tunnels
   keep working, but get no plan of their own.
 """
@@ -49,6 +52,11 @@ class Conn(typing.NamedTuple):
     peer: str          # the other end's host name ('' for VIP_PEER)
     initiator: bool    # this end starts the negotiation
     auto: str          # 'ondemand' (trap once loaded) or 'ignore'
+    # auth cert only ('' with psk): both ends' identities (the DNS names
+    # in their certificates) and the NSS nickname of this end's certificate
+    left_id: str = ''
+    right_id: str = ''
+    cert: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +155,21 @@ def firewall_rules(cidrs_by_network, skip_networks):
     return rules
 
 
+def _with_cert(conn, host, domain):
+    """CONN of HOST with the identities and certificate auth cert uses."""
+    mine = names.host_cert_id(host, conn.network, domain)
+    if conn.kind == HOST:
+        return conn._replace(left_id=mine, right_id=names.host_cert_id(
+            conn.peer, conn.network, domain),
+            cert=names.host_cert(conn.network))
+    vip = names.vip_cert_id(conn.vip, conn.network, domain)
+    if conn.kind == VIP_PEER:
+        return conn._replace(left_id=mine, right_id=vip,
+                             cert=names.host_cert(conn.network))
+    return conn._replace(left_id=vip, right_id=names.host_cert_id(
+        conn.peer, conn.network, domain), cert=names.vip_cert(conn.vip))
+
+
 def build(topology, options):
     """Topology + Options -> Plan."""
     networks = protected_networks(topology, options)
@@ -216,6 +239,10 @@ def build(topology, options):
                       'colocated_with': ip_resource,
                       'started_after': ip_resource}))
 
+    if options.auth == 'cert':
+        conns = {name: [_with_cert(c, name, options.cert_domain)
+                        for c in host_conns]
+                 for name, host_conns in conns.items()}
     hosts = {}
     for host in topology.hosts:
         if host.name in conns:

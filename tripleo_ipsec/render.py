@@ -105,7 +105,9 @@ def host_files(the_plan, host, master_key, derive=None):
     opts = the_plan.options
     epoch = opts.key_epoch
     shunt = SHUNTS[opts.failure_policy]
+    certs = opts.auth == 'cert'
     context = {'ike': opts.ike, 'esp': opts.esp,
+               'authby': 'rsasig' if certs else 'secret',
                # 4.x syntax; a node with another libreswan rewrites it
                # for the one it finds there (Libreswan.adapt)
                'keyexchange': libreswan.syntax(4)['keyexchange'],
@@ -115,20 +117,26 @@ def host_files(the_plan, host, master_key, derive=None):
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
     files, digests, initiate, vips, networks = {}, {}, [], {}, set()
+    wanted = {}         # certificate nickname -> what it must say
     addresses = {v.name: v.address for v in the_plan.vips}
     sha256 = hashlib.sha256
     for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
         text = conns_tpl.render(
             context, title=title, defaults=defaults,
-            conns=[(c.name, c.left, c.right, c.auto,
-                    names.vip_holder_alias(c.vip)
-                    if c.kind == plan_mod.VIP_HOLDER else '')
+            conns=[dict(c._asdict(), alias=names.vip_holder_alias(c.vip)
+                        if c.kind == plan_mod.VIP_HOLDER else '')
                    for c in conns])
         files[conf] = (text, 0o644)
-        files[secrets] = (secrets_tpl.render(
-            title=title, epoch=epoch,
-            keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
+        if certs:
+            for c in conns:
+                wanted[c.cert] = {'id': c.left_id, 'network': c.network,
+                                  'vip': c.vip if c.kind ==
+                                  plan_mod.VIP_HOLDER else ''}
+        else:
+            files[secrets] = (secrets_tpl.render(
+                title=title, epoch=epoch,
+                keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
         stanzas = text.split('\nconn ')
         shared = stanzas[1]
         for conn, stanza in zip(conns, stanzas[2:]):
@@ -151,7 +159,15 @@ def host_files(the_plan, host, master_key, derive=None):
         'files': {'/' + path: '%04o' % mode
                   for path, (_, mode) in files.items()},
         'conns': digests, 'initiate': initiate,
-        'networks': sorted(networks)}
+        'networks': sorted(networks), 'auth': opts.auth}
+    if certs:
+        ipa = opts.cert_ca.upper() == 'IPA'
+        for entry in wanted.values():
+            entry['principal'] = (names.cert_principal(entry['id'])
+                                  if ipa else '')
+        manifest['certs'] = {
+            'ca': opts.cert_ca, 'trust': list(opts.cert_trust),
+            'margin_days': opts.cert_margin_days, 'certs': wanted}
     files[names.MANIFEST] = (manifest_text(manifest, vips), 0o644)
     return files
 

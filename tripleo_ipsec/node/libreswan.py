@@ -24,6 +24,7 @@ import re
 import stat
 import subprocess
 import tempfile
+import time
 
 try:
     from tripleo_ipsec.node import names
@@ -46,6 +47,15 @@ _ROUTING_5 = re.compile(r'^"([^"]+)":\s+routing: ')
 _ESTABLISHED_5 = re.compile(r' established (IKE|Child) SA: #(\d+);')
 _SERIAL_5 = re.compile(r'^"([^"]+)":\s+conn serial: \$(\d+)')
 _VERSION = re.compile(r'Libreswan (\d+)\.(\d+)')
+# how a conn authenticates ("our auth:secret", "our auth:rsasig(RSASIG+..)")
+# and the certificate it shows ("mycert=<nickname>;")
+_AUTH = re.compile(r'^(?:000 )?"([^"]+)":\s+our auth:([a-z]+)')
+_MYCERT = re.compile(r'^(?:000 )?"([^"]+)":\s+oriented;.* mycert=([^;]+);')
+# whack --listcerts / --listcacerts: a certificate's block
+_CERT = re.compile(r'^(?:000 )?(?:End|Root CA|CA) certificate "([^"]+)" - '
+                   r'SN: (0x[0-9a-f]+)')
+_CERT_FIELD = re.compile(r'^(?:000 )?\s+(subject|issuer|not after): (.*)$')
+_CERT_TIME = '%a %b %d %H:%M:%S %Y'
 
 # Where ipsec.conf differs between libreswan majors, and only here: what a
 # conn says, as each major wants it written.  Checked with the real ones:
@@ -66,11 +76,13 @@ class LibreswanError(Exception):
 class Conn(object):
     """What pluto says of one loaded conn."""
 
-    __slots__ = ('name', 'routing', 'ike_sa', 'ipsec_sa', 'serial')
+    __slots__ = ('name', 'routing', 'ike_sa', 'ipsec_sa', 'serial', 'auth',
+                 'cert')
 
     def __init__(self, name):
         self.name, self.routing = name, ''
         self.ike_sa = self.ipsec_sa = self.serial = 0
+        self.auth = self.cert = ''
 
     @property
     def established(self):
@@ -80,7 +92,8 @@ class Conn(object):
     def to_dict(self):
         return {'routing': self.routing, 'ike_sa': self.ike_sa,
                 'ipsec_sa': self.ipsec_sa, 'serial': self.serial,
-                'established': self.established}
+                'established': self.established, 'auth': self.auth,
+                'cert': self.cert}
 
 
 def parse_status(text):
@@ -112,7 +125,46 @@ def parse_status(text):
         if match:
             conns.setdefault(match.group(1), Conn(match.group(1))).serial = \
                 int(match.group(2))
+            continue
+        match = _AUTH.match(line)
+        if match:
+            conns.setdefault(match.group(1), Conn(match.group(1))).auth = \
+                match.group(2)
+            continue
+        match = _MYCERT.match(line)
+        if match and match.group(2) != 'unset':
+            conns.setdefault(match.group(1), Conn(match.group(1))).cert = \
+                match.group(2)
     return conns
+
+
+def parse_certs(text):
+    """``whack --listcerts`` (or ``--listcacerts``) -> {nickname: cert}.
+
+    Each cert is {serial, subject, issuer, not_after}: what pluto holds,
+    which is what it authenticates with (``not_after`` in seconds since the
+    epoch, read in the node's local time as pluto prints it).
+    """
+    certs, current = {}, None
+    for line in text.splitlines():
+        match = _CERT.match(line)
+        if match:
+            current = certs[match.group(1)] = {'serial': match.group(2)}
+            continue
+        match = _CERT_FIELD.match(line)
+        if match and current is not None:
+            key, value = match.group(1), match.group(2).strip()
+            if key == 'not after':
+                try:
+                    current['not_after'] = int(time.mktime(
+                        time.strptime(value, _CERT_TIME)))
+                except ValueError:
+                    raise LibreswanError('pluto printed a certificate '
+                                         'date this cannot read: %r'
+                                         % value[:40])
+            else:
+                current[key] = value
+    return certs
 
 
 def syntax(major):
@@ -248,6 +300,14 @@ class Libreswan(object):
     def rereadsecrets(self):
         self.whack('--rereadsecrets')
 
+    def certs(self):
+        """The certificates pluto holds: {nickname: cert} (parse_certs)."""
+        return parse_certs(self.whack('--listcerts').stdout)
+
+    def ca_certs(self):
+        """The CA certificates pluto trusts: {nickname: cert}."""
+        return parse_certs(self.whack('--listcacerts').stdout)
+
 
 def holder_conns(manifest):
     """The VIP-holder conns of a manifest: loaded only where the VIP is."""
@@ -255,11 +315,56 @@ def holder_conns(manifest):
             for n in vip.get('holder', [])}
 
 
-def verify(manifest, status, vips=False):
+DAY = 86400
+
+
+def check_certs(manifest, certs, ca_certs, now=None):
+    """What is wrong with the certificates a cert manifest wants.
+
+    ``certs`` and ``ca_certs`` are what pluto holds (parse_certs).  Returns
+    ({nickname: what pluto holds, with days_left}, [problem, ...]); each
+    problem names the certificate, its network (and VIP) and the reason:
+    not held by pluto, expired, expiring within the manifest's margin, or
+    issued by a CA pluto does not trust.
+    """
+    wanted = manifest.get('certs') or {}
+    margin = wanted.get('margin_days', 0)
+    trusted = {c.get('subject') for c in ca_certs.values()}
+    now = time.time() if now is None else now
+    held, problems = {}, []
+    for nick, spec in sorted((wanted.get('certs') or {}).items()):
+        where = {'cert': nick, 'id': spec.get('id', ''),
+                 'network': spec.get('network', ''),
+                 'vip': spec.get('vip', '')}
+        cert = certs.get(nick)
+        if cert is None:
+            problems.append(dict(where, reason='pluto holds no certificate '
+                                 '%s (not in its NSS database, or not '
+                                 'reread)' % nick))
+            continue
+        left = (cert.get('not_after', 0) - now) / DAY
+        held[nick] = dict(cert, days_left=round(left, 2))
+        if left <= 0:
+            problems.append(dict(where, reason='expired on %s' % time.strftime(
+                '%Y-%m-%d %H:%M', time.localtime(cert.get('not_after', 0)))))
+        elif left < margin:
+            problems.append(dict(where, reason='expires in %.1f days, within '
+                                 'the %d-day margin' % (left, margin)))
+        if cert.get('issuer') not in trusted:
+            problems.append(dict(where, reason='issued by %s, which is not a '
+                                 'CA this node trusts' % cert.get('issuer')))
+    return held, problems
+
+
+def verify(manifest, status, vips=False, certs=None, ca_certs=None,
+           now=None):
     """Which expected conns of a node have an established Child SA.
 
     Expected: every host-to-host conn; with ``vips``, also every VIP conn
-    towards a VIP (the peer side).  Returns a JSON-able report.
+    towards a VIP (the peer side).  Each conn says how it authenticates
+    (``auth``: secret or rsasig, ``cert``: the certificate it shows).  With
+    auth cert, the certificates pluto holds are checked too (check_certs).
+    Returns a JSON-able report.
     """
     holders = holder_conns(manifest)
     peer_side = {n for vip in manifest.get('vips', {}).values()
@@ -272,9 +377,17 @@ def verify(manifest, status, vips=False):
         conns[name] = conn.to_dict() if conn else {'loaded': False,
                                                    'established': False}
     missing = [n for n in expected if not conns[n]['established']]
-    return {'host': manifest.get('host'), 'expected': len(expected),
-            'established': len(expected) - len(missing),
-            'missing': missing, 'conns': conns, 'ok': not missing}
+    report = {'host': manifest.get('host'), 'expected': len(expected),
+              'established': len(expected) - len(missing),
+              'missing': missing, 'conns': conns,
+              'auth': manifest.get('auth', 'psk')}
+    problems = []
+    if report['auth'] == 'cert':
+        report['certs'], problems = check_certs(
+            manifest, certs or {}, ca_certs or {}, now)
+    report['cert_problems'] = problems
+    report['ok'] = not missing and not problems
+    return report
 
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
@@ -342,12 +455,24 @@ def verify_node(manifest_path, ctlsocket, vips=False,
                 timeout=DEFAULT_TIMEOUT):
     """``verify`` on this node: its installed manifest and its pluto."""
     manifest = load_manifest(manifest_path)
-    return verify(manifest, Libreswan(ctlsocket, timeout).status(), vips)
+    lw = Libreswan(ctlsocket, timeout)
+    if manifest.get('auth') == 'cert':
+        return verify(manifest, lw.status(), vips, lw.certs(), lw.ca_certs())
+    return verify(manifest, lw.status(), vips)
 
 
 def missing_message(report):
-    """One line for a report whose expected conns are not all up."""
+    """One line for a report that is not ok: what is missing or wrong."""
+    parts = []
     missing = report['missing']
-    return ('%d of %d expected conns have no established IPsec SA: %s'
-            % (len(missing), report['expected'], ', '.join(missing[:5]) +
-               (', ...' if len(missing) > 5 else '')))
+    if missing:
+        parts.append('%d of %d expected conns have no established IPsec SA: '
+                     '%s' % (len(missing), report['expected'],
+                             ', '.join(missing[:5]) +
+                             (', ...' if len(missing) > 5 else '')))
+    for problem in report.get('cert_problems', []):
+        parts.append('%s: certificate %s on network %s%s: %s' % (
+            report.get('host'), problem['cert'], problem['network'],
+            ' (VIP %s)' % problem['vip'] if problem['vip'] else '',
+            problem['reason']))
+    return '; '.join(parts)

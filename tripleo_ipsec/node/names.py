@@ -89,6 +89,45 @@ def vip_secrets(vip_name):
     return '%s/%s-vip-%s.secrets' % (IPSEC_D, PREFIX, vip_name)
 
 
+def dns_label(name):
+    """A network's or VIP's name as a DNS label, as THT spells networks.
+
+    THT's ``fqdn_internal_api`` is ``<host>.internalapi.<CloudDomain>``.
+    """
+    return name.replace('_', '')
+
+
+def host_cert_id(host, network, domain):
+    """The identity (DNS name) of a host's certificate on a network."""
+    return '%s.%s.%s' % (host.split('.')[0], dns_label(network), domain)
+
+
+def vip_cert_id(vip_name, network, domain):
+    """The identity of a VIP's certificate, which every holder carries."""
+    return 'vip-%s.%s.%s' % (dns_label(vip_name), dns_label(network),
+                             domain)
+
+
+def host_cert(network):
+    """The NSS nickname of a host's certificate on a network."""
+    return '%s-ipsec-%s' % (PREFIX, network)
+
+
+def vip_cert(vip_name):
+    """The NSS nickname of a VIP's certificate (on each of its holders)."""
+    return '%s-ipsec-vip-%s' % (PREFIX, vip_name)
+
+
+def trust_anchor(fingerprint):
+    """The NSS nickname of a CA certificate we trust, by its SHA-256."""
+    return '%s-ipsec-ca-%s' % (PREFIX, fingerprint[:16].lower())
+
+
+def cert_principal(cert_id):
+    """The Kerberos service principal IPA issues a certificate for."""
+    return 'ipsec/%s' % cert_id
+
+
 def vip_ip_resource(address):
     """The IPaddr2 resource tripleo-heat-templates creates for a VIP.
 

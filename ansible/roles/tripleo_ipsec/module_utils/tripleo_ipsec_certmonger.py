@@ -1,0 +1,1 @@
+../../../../tripleo_ipsec/node/certmonger.py
