@@ -29,6 +29,7 @@ through: the lab's Ansible interpreter for each node is this.
 import itertools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -222,13 +223,23 @@ class Guest(object):
         return Result(['wait', str(pid)], self.spool.request(
             {'op': 'wait', 'pid': pid, 'timeout': timeout}, timeout + 30))
 
-    def python_wrapper(self, netns, path):
-        """Write an interpreter for Ansible that runs in node NETNS."""
+    def python_wrapper(self, netns, path, env=None):
+        """Write an interpreter for Ansible that runs in node NETNS.
+
+        ENV ({name: value}), when given, is set for it in the node: e.g.
+        the node's DBUS_SYSTEM_BUS_ADDRESS (``certs.node_env``), so that
+        getcert in the node's modules reaches the node's certmonger.
+        """
+        command = [PYTHON]
+        if env:
+            command = ['/usr/bin/env'] + [
+                '%s=%s' % kv for kv in sorted(env.items())] + command
         with open(path, 'w') as f:
             # the lab package is not installed: it runs from the checkout
             f.write('#!/bin/sh\nPYTHONPATH=%s exec %s -m '
                     'tripleo_ipsec_lab.guest %s %s -- %s "$@"\n'
-                    % (TOP, sys.executable, self.work, netns, PYTHON))
+                    % (TOP, sys.executable, self.work, netns,
+                       ' '.join(shlex.quote(c) for c in command)))
         os.chmod(path, 0o755)
         return path
 
