@@ -262,6 +262,35 @@ class TestFirewallRules(base.TestCase):
                          lab.role_data['firewall_rules'])
 
 
+class TestIpaMetadata(base.TestCase):
+    """auth cert with IPA: THT registers ipsec/<fqdn> for every node."""
+
+    def metadata(self, **parameters):
+        parameters['ServiceData'] = {
+            'net_cidr_map': fixture_net_cidr_map('composable')}
+        return heat.role_data(parameters).get('metadata_settings')
+
+    def test_one_node_entry_per_protected_network(self):
+        self.assertEqual(
+            [{'service': 'ipsec', 'network': net, 'type': 'node'}
+             for net in ('internal_api', 'storage', 'storage_mgmt',
+                         'storage_nfs')],
+            self.metadata(IpsecAuth='cert', IpsecCertCa='IPA'))
+        self.assertEqual(
+            [{'service': 'ipsec', 'network': 'storage_nfs',
+              'type': 'node'}],
+            self.metadata(IpsecAuth='cert', IpsecCertCa='IPA',
+                          IpsecSkipNetworks=['ctlplane', 'tenant', 'external',
+                                             'internal_api', 'storage',
+                                             'storage_mgmt']))
+
+    def test_none_without_ipa(self):
+        self.assertIsNone(self.metadata())
+        self.assertIsNone(self.metadata(IpsecAuth='cert',
+                                        IpsecCertCa='tripleo-ipsec-lab'))
+        self.assertIsNone(self.metadata(IpsecCertCa='IPA'))
+
+
 class TestYamlValidate(base.TestCase):
     """What THT's tools/yaml-validate.py checks in service templates."""
 

@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT = 300
 _PEM = re.compile(r'-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)'
                   r'-----END CERTIFICATE-----')
 _REQUEST = re.compile(r"^Request ID '([^']+)':")
-_FIELD = re.compile(r'^\s+([a-z][a-z -]*[a-z]): (.*)$')
+_FIELD = re.compile(r'^\s+([A-Za-z][A-Za-z -]*[A-Za-z]): ?(.*)$')
 _NICK = re.compile(r"nickname='([^']*)'")
 _CERTUTIL_LIST = re.compile(r'^(\S.*?)\s+([A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$')
 

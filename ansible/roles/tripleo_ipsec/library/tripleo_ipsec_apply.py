@@ -19,9 +19,10 @@ description:
     kept, secrets 0600, each file written to a temporary name and renamed),
     removes files of the previous bundle that are gone, then reconciles the
     running pluto conn by conn from the bundle's manifest, adding new conns,
-    replacing changed ones and deleting those no longer in the bundle, all
-    new conns in one C(addconn) run.  Pluto is never restarted.  Nothing
-    changes when the bundle is what is installed.
+    replacing changed ones in place and deleting those no longer in the
+    bundle, all new and changed conns in one C(addconn) run.  Pluto is
+    never restarted.  Nothing changes when the bundle is what is
+    installed.
   - The conns are written and loaded in the syntax of the libreswan on the
     node (4.x or 5.x, from C(ipsec --version)), whichever the bundle was
     rendered for.
@@ -209,7 +210,10 @@ def present(module, lw, root, files, manifest_path):
     for rel in result['removed']:
         os.unlink(os.path.join(root, rel[1:]))
 
-    for name in result['deleted'] + replace:
+    # A changed conn is replaced in place: addconn swaps the definition
+    # inside pluto, in one request; deleting it first would leave its
+    # traffic without any policy (in clear) until it was added again.
+    for name in result['deleted']:
         lw.delete(name)
     # A new key changes secrets files only.  Pluto uses a PSK in IKE_AUTH
     # alone (RFC 7296 2.15): live SAs and their rekeys never read it again.
