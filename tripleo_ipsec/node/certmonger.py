@@ -28,6 +28,7 @@ import hashlib
 import re
 import shlex
 import subprocess
+import time
 
 try:
     from tripleo_ipsec.node import names
@@ -153,27 +154,45 @@ class Certs(object):
         return parse_list(self._run([self.getcert, 'list', '-d', self.db]))
 
     def request(self, nick, spec, ca, post_save):
-        """Have certmonger issue and track NICK; the request when issued.
+        """Have certmonger issue and track NICK (not waiting: see wait).
 
-        ``spec`` is the manifest's entry: ``id`` (the DNS name), and
-        ``principal`` for IPA.  Waits for the CA (``-w``); a request that
-        does not end MONITORING is an error naming the CA's answer.
+        ``spec`` is the manifest's entry: ``id`` (the DNS name, also the
+        subject's CN: NSS gives one nickname to all certificates of one
+        subject), and ``principal`` for IPA.
         """
-        args = [self.getcert, 'request', '-w', '-c', ca, '-d', self.db,
+        args = [self.getcert, 'request', '-c', ca, '-d', self.db,
                 '-n', nick, '-D', spec['id'], '-N', 'CN=%s' % spec['id'],
                 '-C', post_save]
         if spec.get('principal'):
             args += ['-K', spec['principal']]
         self._run(args)
-        request = self.tracked().get(nick)
-        if not request or request.get('status') != 'MONITORING':
-            status = request.get('status', 'not tracked') if request else \
-                'not tracked'
-            why = request.get('ca-error', '') if request else ''
-            raise CertError('certificate %s (%s) from CA %s: %s%s'
-                            % (nick, spec['id'], ca, status,
-                               ' (%s)' % why if why else ''))
-        return request
+
+    def wait(self, nicks, ca, ids):
+        """Wait until certmonger has every one of NICKS issued (MONITORING).
+
+        The requests run side by side.  One that gets stuck (the CA
+        refused it, or cannot be reached), or is not issued in time, is an
+        error naming the certificate, its name, the CA and its answer.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            tracked = self.tracked()
+            pending = []
+            for nick in nicks:
+                request = tracked.get(nick) or {}
+                status = request.get('status', 'not tracked')
+                if status == 'MONITORING':
+                    continue
+                if request.get('stuck') == 'yes' or not request or \
+                        time.monotonic() > deadline:
+                    why = request.get('ca-error', '')
+                    raise CertError('certificate %s (%s) from CA %s: %s%s'
+                                    % (nick, ids[nick], ca, status,
+                                       ' (%s)' % why if why else ''))
+                pending.append(nick)
+            if not pending:
+                return
+            time.sleep(0.5)
 
     def forget(self, nick):
         """Stop tracking NICK and delete it (and its key) from NSS."""
@@ -206,7 +225,8 @@ def reconcile(certs, manifest, ctlsocket, check_mode=False):
     tracked = certs.tracked()
     ca = wanted.get('ca', '')
     post_save = post_save_command(ctlsocket)
-    for nick, spec in sorted((wanted.get('certs') or {}).items()):
+    specs = wanted.get('certs') or {}
+    for nick, spec in sorted(specs.items()):
         request = tracked.get(nick)
         if (request and request.get('CA') == ca and
                 request.get('dns') == spec['id'] and
@@ -219,6 +239,9 @@ def reconcile(certs, manifest, ctlsocket, check_mode=False):
         if request:
             certs.forget(nick)
         certs.request(nick, spec, ca, post_save)
+    if result['requested'] and not check_mode:
+        certs.wait(result['requested'], ca,
+                   {n: specs[n]['id'] for n in result['requested']})
     ours = names.host_cert('')
     for nick in sorted(set(tracked) - set(wanted.get('certs') or {})):
         if nick.startswith(ours):
