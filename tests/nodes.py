@@ -148,6 +148,11 @@ class Nodes(object):
                        'tripleo_ipsec_ctlsocket': node.ctlsocket,
                        'tripleo_ipsec_manage_package': False,
                        'tripleo_ipsec_manage_service': False,
+                       # the node's NSS database by its real path: pluto
+                       # reads it as its /etc/ipsec.d, certmonger (outside
+                       # the namespace) writes it
+                       'tripleo_ipsec_nssdir': os.path.join(node.etc,
+                                                            'ipsec.d'),
                        # /usr is shared by the namespaces: not there
                        'tripleo_ipsec_ocf_dir': os.path.join(
                            self.workdir, 'ocf', name)}

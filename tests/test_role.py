@@ -19,7 +19,11 @@ this runs on a kernel without ESP; tunnels coming up is the lab's job.
 
 import json
 import os
+import shutil
 import sys
+import time
+
+import fixtures
 
 from tests import base
 from tests import nodes
@@ -330,3 +334,98 @@ class TestSteps(RoleTestCase):
         rerun1 = self.deploy(self._out, tripleo_ipsec_vips=False)
         self.assertFalse([h for h, r in rerun1.items() if r['changed']])
         self.assertEqual(before, self.serials())
+
+
+class TestAuthCert(RoleTestCase):
+    """auth cert through the role: certmonger issues, pluto loads, renews.
+
+    One certmonger on a private bus (tests/test_certmonger.py's recipe)
+    with the lab's CA serves every node; each node's NSS database is its
+    own (/etc/netns/<node>/ipsec.d, pluto's /etc/ipsec.d).
+    """
+
+    def setUp(self):
+        super(TestAuthCert, self).setUp()
+        from tests import test_certmonger
+        why = test_certmonger.unavailable()
+        if why:
+            self.skipTest(why)
+        from tripleo_ipsec_lab import certs as lab_certs
+        here = test_certmonger._Here()
+        name = 'tipsec-role-%s' % os.getpid()
+        self.ca = lab_certs.LabCA(here, self.tempdir(), validity='30d')
+        env = lab_certs.start_certmonger(here, name, [self.ca])
+        self.addCleanup(shutil.rmtree, lab_certs.rundir(name), True)
+        self.addCleanup(lab_certs.stop_certmonger, here, name)
+        for key, value in env.items():
+            self.useFixture(fixtures.EnvironmentVariable(key, value))
+        self.cert_opts = dict(auth='cert', cert_ca=self.ca.name,
+                              cert_trust=(self.ca.ca_pem,),
+                              cert_domain='example.com')
+
+    def held(self):
+        """{node: {nickname: serial}} of what every pluto holds."""
+        return {n: {k: c['serial'] for k, c in libreswan.parse_certs(
+            node.lw.whack('--listcerts').stdout).items()}
+            for n, node in self.nodes.nodes.items()}
+
+    def test_psk_to_cert_rerun_and_renewal(self):
+        _, self._out = self.bundle(computes=1)
+        self.deploy(self._out)
+        before = self.serials()
+        the_plan, self._out = self.bundle(computes=1, **self.cert_opts)
+        switched = self.deploy(self._out)
+        for name, result in switched.items():
+            # every conn replaced in place, none deleted first
+            self.assertEqual(sorted(before[name]), result['replaced'], name)
+            self.assertEqual([], result['deleted'], name)
+        held = self.held()
+        for name, host_plan in the_plan.hosts.items():
+            node = self.nodes.nodes[name]
+            wanted = {c.cert for c in host_plan.conns}
+            self.assertEqual(wanted, set(held[name]), name)
+            loaded = node.conns()
+            for conn in host_plan.conns:
+                if conn.kind == plan.VIP_HOLDER:
+                    continue
+                self.assertEqual(('rsasig', conn.cert),
+                                 (loaded[conn.name].auth,
+                                  loaded[conn.name].cert), conn.name)
+            # no PSK is left on the node
+            self.assertEqual([], node.psks(), name)
+            self.assertFalse([f for f in node.files()
+                              if f.endswith('.secrets')], name)
+        # a rerun changes nothing: the certificates are tracked already
+        serials = self.serials()
+        again = self.deploy(self._out)
+        self.assertFalse([h for h, r in again.items() if r['changed']])
+        self.assertEqual(serials, self.serials())
+        self.assertEqual(held, self.held())
+        # certmonger renews one node's certificate: its post-save command
+        # makes that pluto reread it, and no conn is touched
+        node = self.nodes.nodes['overcloud-novacompute-0']
+        nick = 'tripleo-ipsec-internal_api'
+        result = pluto.run(['getcert', 'resubmit', '-w', '-d', 'sql:' +
+                            os.path.join(node.etc, 'ipsec.d'), '-n', nick],
+                           timeout=120)
+        self.assertEqual(0, result.returncode, result.stderr)
+        deadline = time.monotonic() + 30
+        while self.held()[node.name][nick] == held[node.name][nick]:
+            self.assertLess(time.monotonic(), deadline,
+                            'pluto did not reread the renewed certificate')
+            time.sleep(0.5)
+        self.assertEqual(serials, self.serials())
+
+    def test_cert_without_its_ca_file_fails_before_loading(self):
+        opts = dict(self.cert_opts, cert_trust=('/nonexistent/ca.pem',))
+        _, self._out = self.bundle(computes=1, **opts)
+        rc, stats, data = self.nodes.playbook(PLAYBOOK, self._out)
+        self.assertNotEqual(0, rc)
+        failed = [r for t in data['tasks'] for r in t['hosts'].values()
+                  if r.get('failed')]
+        self.assertTrue(failed)
+        self.assertIn('/nonexistent/ca.pem', failed[0]['msg'])
+        # nothing was loaded, nothing written: no conn falls back to clear
+        for node in self.nodes.nodes.values():
+            self.assertEqual({}, node.conns())
+            self.assertEqual(set(), node.files())

@@ -50,6 +50,15 @@ def main(argv=None):
                         help='with --failover: then the same moves by a '
                         'real corosync + pacemaker cluster of the '
                         'controllers')
+    parser.add_argument('--only', action='append', metavar='PHASE',
+                        choices=('scale-out', 'iperf3', 'bring-up'),
+                        help='run only these of the optional phases '
+                        '(repeatable; default: all)')
+    parser.add_argument('--rotation', action='store_true',
+                        help='after the rerun: key rotation, psk -> cert '
+                        'and certificate renewal, each under 10 ms pings '
+                        'on every pair and to every VIP and a TCP stream '
+                        'per network; the lab stays in auth cert after it')
     args = parser.parse_args(argv)
     networks = dict(synth.DEFAULT_NETWORKS)
     for item in args.network or ():
@@ -66,7 +75,8 @@ def main(argv=None):
     from tripleo_ipsec_lab import run
     report = run.Lab(args.out, args.controllers, args.computes,
                      args.timeout, failover=args.failover,
-                     networks=networks, cluster=args.cluster).run()
+                     networks=networks, cluster=args.cluster,
+                     rotation=args.rotation, only=args.only).run()
     return 0 if report['ok'] else 1
 
 

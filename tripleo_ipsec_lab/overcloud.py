@@ -25,6 +25,7 @@ pluto.  The controllers' cluster is a CIB file the deploy's pcs task edits.
 """
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
 from tripleo_ipsec import sources
+from tripleo_ipsec_lab import certs
 from tripleo_ipsec_lab import heat
 from tripleo_ipsec_lab import steps
 from tripleo_ipsec_lab import synth
@@ -128,8 +130,10 @@ class Overcloud(object):
         self.networks = dict(networks or synth.DEFAULT_NETWORKS)
         self.opts = opts or options.Options()
         self.nodes = {}            # name -> {netns, ctlsocket, python}
+        self.ca = None             # the lab's CA, once auth cert is used
         self.bridges = {}          # network -> bridge in the guest
         # THT hands every service the networks' CIDRs in ServiceData
+        self.parameters = {}
         self.role_data = heat.role_data(
             {'ServiceData': {'net_cidr_map': self.net_cidr_map()}})
         self.cib = os.path.join(work, 'cib.xml')
@@ -138,6 +142,24 @@ class Overcloud(object):
         self.refresh()
 
     # -- what Heat would say ----------------------------------------------
+    def configure(self, **parameters):
+        """Deploy with these Heat parameters from now on.
+
+        Heat's engine resolves them into the role's variables; the lab's
+        own plan (what it expects on the wire) takes the same values, as
+        the options they set.
+        """
+        self.parameters.update(parameters)
+        self.role_data = heat.role_data(dict(
+            self.parameters,
+            ServiceData={'net_cidr_map': self.net_cidr_map()}))
+        by_heat = {k.heat: k for k in options.KNOBS if k.heat}
+        values = {by_heat[name].name: tuple(value)
+                  if isinstance(value, list) else value
+                  for name, value in self.parameters.items()}
+        self.opts = dataclasses.replace(options.Options(), **values)
+        self.refresh()
+
     def refresh(self):
         self.outputs = synth.stack_outputs(
             [synth.controller(self.controllers),
@@ -162,6 +184,10 @@ class Overcloud(object):
         lines, root = [], []      # shell lines; ``ip -batch`` lines
         if not self.bridges:
             lines.append('modprobe -a %s' % ' '.join(MODULES))
+            # the guest has one CPU: while Ansible's Pythons start, the
+            # receive backlog (1000 by default) overflows under the
+            # rotation's 10 ms pingers and drops what IPsec delivered
+            lines.append('sysctl -q -w net.core.netdev_max_backlog=100000')
             # instantiate the GCM template once, so the first SA does not
             # wait for the kernel's crypto module look-ups
             lines.append("ip xfrm state add src 127.0.0.1 dst 127.0.0.2 "
@@ -185,8 +211,10 @@ class Overcloud(object):
             self.nodes[host.name] = {
                 'netns': ns, 'rundir': rundir,
                 'ctlsocket': os.path.join(rundir, 'pluto.ctl'),
+                # the node's modules reach its certmonger (auth cert)
                 'python': self.guest.python_wrapper(
-                    ns, os.path.join(self.work, 'bin', ns + '-python'))}
+                    ns, os.path.join(self.work, 'bin', ns + '-python'),
+                    env=certs.node_env(ns))}
             lines += ['mkdir -p %s/ipsec.d %s' % (etc, rundir),
                       "printf 'config setup\\n\\ninclude /etc/ipsec.d/*.conf"
                       "\\n' > %s/ipsec.conf" % etc,
@@ -214,7 +242,20 @@ class Overcloud(object):
             lines += ["ip -n %s -batch - <<'EOF'" % ns] + batch + ['EOF']
         self._script(lines)
         self.parallel_start([h.name for h in new])
+        if self.ca:
+            self.parallel(self.ca.start_certmonger, [h.name for h in new])
         return [h.name for h in new]
+
+    def enable_certs(self, validity='30d'):
+        """The lab's CA, and a certmonger with it in every node.
+
+        A CA the deployment owns, registered on every node as THT's nodes
+        have IPA's: the nodes share its trust anchor.
+        """
+        if not self.ca:
+            self.ca = certs.LabCA(self.guest, self.work, validity=validity)
+            self.parallel(self.ca.start_certmonger, sorted(self.nodes))
+        return self.ca
 
     @staticmethod
     def parallel(func, names):
@@ -290,6 +331,8 @@ class Overcloud(object):
                        # is there; the lab starts pluto as the service would
                        'tripleo_ipsec_manage_package': False,
                        'tripleo_ipsec_manage_service': False,
+                       # the NSS database each node's pluto reads
+                       'tripleo_ipsec_nssdir': '/etc/ipsec.d',
                        'tripleo_ipsec_cib_file': self.cib}
                 for name, node in self.nodes.items()}
 

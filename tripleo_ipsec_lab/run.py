@@ -31,6 +31,7 @@ from tripleo_ipsec import plan
 from tripleo_ipsec_lab import failover as failover_mod
 from tripleo_ipsec_lab import guest as guest_mod
 from tripleo_ipsec_lab import overcloud
+from tripleo_ipsec_lab import rotation as rotation_mod
 
 TOP = overcloud.TOP
 VERIFY_PLAYBOOK = os.path.join(TOP, 'playbooks', 'tripleo-ipsec-verify.yaml')
@@ -54,7 +55,8 @@ class Lab(object):
 
     def __init__(self, work, controllers=3, computes=2, timeout=1200,
                  out=sys.stdout, failover=0, networks=None,
-                 baseline_window=None, cluster=False):
+                 baseline_window=None, cluster=False, rotation=False,
+                 only=None, road_warrior=True):
         self.work = os.path.abspath(work)
         self.controllers = controllers
         self.computes = computes
@@ -63,6 +65,10 @@ class Lab(object):
         self.failover_moves = failover
         self.baseline_window = baseline_window
         self.cluster = cluster
+        self.rotation = rotation
+        self.road_warrior = road_warrior
+        # the names of the optional phases to run, None for all (tests)
+        self.only = only
         self.networks = networks
         self.report = {'work': self.work, 'phases': [], 'checks': []}
         self.guest = None
@@ -268,48 +274,51 @@ class Lab(object):
                    not any(missing.values()), expected=count,
                    missing={n: m for n, m in missing.items() if m})
 
-    def prove(self):
+    def prove(self, tag='verify'):
         """The shared verification playbook, with bridge captures."""
-        caps = self.capture('verify')
+        caps = self.capture(tag)
         rc, stats, data = overcloud.run_playbook(
             VERIFY_PLAYBOOK, self.oc.inventory(), self.work,
             '-e', 'tripleo_ipsec_probe_dir=%s/probe/{{ inventory_hostname }}'
             % self.work)
         seen = self.analyse(caps)
-        with open(os.path.join(self.work, 'verify-playbook.json'), 'w') as f:
+        with open(os.path.join(self.work, '%s-playbook.json' % tag),
+                  'w') as f:
             json.dump(data, f, indent=1)
         results = overcloud.by_task(data)
         verified = results.get('Check every expected conn has an IPsec SA',
                                {})
         probed = results.get('Count cleartext on each network', {})
-        self.report['verify'] = {
+        # the first run's keys as they were; a later run's under its tag
+        key = '' if tag == 'verify' else tag + '_'
+        self.report[tag] = {
             h: {k: r[0].get(k) for k in ('expected', 'established',
-                                         'missing')}
+                                         'missing', 'auth', 'cert_problems')}
             for h, r in verified.items()}
-        self.report['probe'] = {h: r[0].get('networks')
-                                for h, r in probed.items()}
-        self.report['capture'] = seen
-        self.check('verify playbook passed on every node',
+        self.report[key + 'probe'] = {h: r[0].get('networks')
+                                      for h, r in probed.items()}
+        self.report[key + 'capture'] = seen
+        self.check('%s playbook passed on every node' % tag,
                    rc == 0 and not overcloud.failures(data) and
                    set(verified) == set(self.oc.nodes) and
                    set(probed) == set(self.oc.nodes),
                    rc=rc, failures=overcloud.failures(data))
-        self.wire_checks('verify', seen)
+        self.wire_checks(tag, seen)
 
-    def rerun(self):
+    def rerun(self, tag='rerun'):
         before = self.all_sas()
-        caps = self.capture('rerun', self.oc.protected())
+        caps = self.capture(tag, self.oc.protected())
         pids = self.traffic()
-        stats, data = self.deploy('rerun')
+        stats, data = self.deploy(tag)
         self.stop_traffic(pids)
         seen = self.analyse(caps)
         after = self.all_sas()
         changed = {h: s['changed'] for h, s in stats.items()}
-        self.report['rerun'] = {'changed': changed, 'capture': seen}
-        self.check('rerun: changed=0 on every node',
+        self.report[tag] = {'changed': changed, 'capture': seen}
+        self.check('%s: changed=0 on every node' % tag,
                    not any(changed.values()), changed=changed)
-        self.check('rerun: SA serials unchanged', before == after)
-        self.wire_checks('rerun', seen, marker_expected=False)
+        self.check('%s: SA serials unchanged' % tag, before == after)
+        self.wire_checks(tag, seen, marker_expected=False)
 
     def scale_out(self):
         before = self.all_sas()
@@ -344,6 +353,113 @@ class Lab(object):
                    not any(renegotiated.values()),
                    renegotiated={n: m for n, m in renegotiated.items() if m})
         self.wire_checks('scale-out', seen, marker_expected=False)
+
+    # -- key rotation under traffic ---------------------------------------
+    def rotate(self):
+        rot = rotation_mod.Rotation(self)
+        result = self.report['rotation'] = {}
+        rot.vips('start')
+        try:
+            # the guest's noise, the figures before this change, then the
+            # real deploy's
+            result['control'] = rot.window('rotate-control', rot.control)
+            result['baseline'] = rot.window('rotate-baseline',
+                                            lambda: rot.baseline(1))
+            result['psk'] = rot.window('rotate-psk', lambda: rot.psk(2))
+            result['psk_fresh_ike_auth'] = rot.fresh_ike_auth()
+            # psk -> cert: the lab's CA (a certmonger in every node) first
+            self.oc.enable_certs()
+            result['to_cert'] = rot.window('to-cert', rot.to_cert)
+            result['cert_fresh_ike_auth'] = rot.fresh_ike_auth()
+            result['renew'] = rot.window('renew-certs', rot.renew)
+            result['renew_fresh_ike_auth'] = rot.fresh_ike_auth()
+            result['renew_unseen'] = rot.peers_see(
+                result['renew']['detail']['held_after'])
+        finally:
+            rot.vips('stop')
+        self.rotation_checks(result)
+
+    def rotation_checks(self, result):
+        base, psk = result['baseline'], result['psk']
+        to_cert, renew = result['to_cert'], result['renew']
+        for tag, fig in (('control', result['control']),
+                         ('baseline', base), ('psk', psk),
+                         ('psk -> cert', to_cert), ('renew', renew)):
+            self.say('  %s: %d of %d pings lost (%d pingers), %d cleartext, '
+                     '%d TCP resets, streams %s' % (
+                         tag, fig['lost'], fig['sent'], fig['pingers'],
+                         fig['cleartext'], fig['resets'],
+                         'ok' if all(s['ok'] for s in fig['streams'])
+                         else 'FAILED'))
+        # the measure must be able to fail: the old epoch bump replaced
+        # every conn, and the pingers see it
+        self.check('rotation baseline (the old epoch bump, every conn '
+                   'replaced): the pingers see losses', base['lost'] > 0,
+                   lost=base['lost'], cleartext=base['cleartext'])
+        # lost pings are a figure, beside the control's: the guest (one
+        # CPU) drops some whenever every node starts Ansible modules
+        noise = result['control']['lost']
+        replaced = {h: c for h, c in psk['detail']['replaced'].items() if c}
+        self.check('psk rotation (IpsecKeyEpoch through the deploy): 0 '
+                   'cleartext, every TCP stream intact, no conn replaced, no '
+                   'Child SA renegotiated',
+                   psk['cleartext'] == 0 and
+                   psk['streams'] and all(s['ok'] for s in psk['streams'])
+                   and not replaced and
+                   psk['sas_before'] == psk['sas_after'],
+                   lost=psk['lost'], control_lost=noise,
+                   lossy=psk['lossy'][:3],
+                   cleartext=psk['cleartext'], replaced=replaced,
+                   streams=psk['streams'])
+        self.check('psk rotation: every node staged its new keys and reread '
+                   'them in the one task after',
+                   psk['detail']['staged'] == sorted(self.oc.nodes) and
+                   psk['detail']['reread_on'] == sorted(self.oc.nodes),
+                   **psk['detail'])
+        fresh = result['psk_fresh_ike_auth']
+        self.check('psk rotation: a fresh IKE_AUTH on every pair passes with '
+                   'the new keys', not fresh['missing'] and all(
+                       how.startswith('authby=secret')
+                       for how in fresh['authenticated'].values()),
+                   missing=fresh['missing'])
+        # psk -> cert replaces every conn (libreswan 4.10 cannot change a
+        # live conn's authentication, nor make before break): its losses
+        # are a figure; what must hold is no cleartext and no broken stream
+        self.check('psk -> cert: 0 cleartext, every TCP stream intact, '
+                   'certificates issued on every node',
+                   to_cert['cleartext'] == 0 and to_cert['streams'] and
+                   all(st['ok'] for st in to_cert['streams']) and
+                   sorted(h for h, r in to_cert['detail']['requested'].items()
+                          if r) == sorted(self.oc.nodes),
+                   lost=to_cert['lost'], cleartext=to_cert['cleartext'],
+                   streams=to_cert['streams'], **to_cert['detail'])
+        fresh = result['cert_fresh_ike_auth']
+        self.check('psk -> cert: a fresh IKE_AUTH on every pair passes with '
+                   'certificates', not fresh['missing'] and all(
+                       'certificate' in how
+                       for how in fresh['authenticated'].values()),
+                   missing=fresh['missing'], sample=sorted(
+                       fresh['authenticated'].values())[:2])
+        renewed = renew['detail']['renewed']
+        held = renew['detail']['held_after']
+        self.check('certificate renewal (getcert resubmit on every node): 0 '
+                   'cleartext, every TCP stream intact, no Child SA '
+                   'renegotiated, and every pluto holds the new '
+                   'certificates (certmonger\'s post-save reread them)',
+                   renew['cleartext'] == 0 and
+                   renew['streams'] and
+                   all(st['ok'] for st in renew['streams']) and
+                   renew['sas_before'] == renew['sas_after'] and
+                   all(renewed[n] and renewed[n] == sorted(held[n])
+                       for n in renewed),
+                   lost=renew['lost'], control_lost=noise,
+                   lossy=renew['lossy'][:3],
+                   cleartext=renew['cleartext'], renewed=renewed)
+        fresh = result['renew_fresh_ike_auth']
+        self.check('certificate renewal: after a fresh IKE_AUTH every peer '
+                   'has seen every node\'s new certificate',
+                   not fresh['missing'] and not result['renew_unseen'],
+                   missing=fresh['missing'], unseen=result['renew_unseen'])
 
     # -- bring-up time: ours against tripleo-ipsec's style ---------------
     def restart_plutos(self, config=None, secrets=None):
@@ -471,7 +587,7 @@ class Lab(object):
         result = failover_mod.Failover(
             self, moves=self.failover_moves,
             baseline_window=self.baseline_window,
-            cluster=self.cluster).run()
+            cluster=self.cluster, road_warrior=self.road_warrior).run()
         self.report['failover'] = result
         ours = result['ours']['moves']
         result['outage_target_ms'] = OUTAGE_TARGET_MS
@@ -506,6 +622,9 @@ class Lab(object):
                    not control['recovered'] or
                    control['outage_ms'] >= OUTAGE_TARGET_MS, **control)
 
+    def wanted(self, phase):
+        return self.only is None or phase in self.only
+
     # -- the whole run ----------------------------------------------------
     def run(self):
         try:
@@ -515,15 +634,26 @@ class Lab(object):
             self.phase('deploy', self.first_deploy)
             self.phase('verify playbook + capture', self.prove)
             self.phase('rerun the deploy', self.rerun)
-            self.phase('scale out by one compute', self.scale_out)
+            if self.rotation:
+                # psk rotation, psk -> cert, renewal: the lab is in auth
+                # cert from here on, and proves it as it proved psk
+                self.phase('key rotation under traffic', self.rotate)
+                self.phase('verify playbook + capture, auth cert',
+                           self.prove, 'verify-cert')
+                self.phase('rerun the deploy, auth cert', self.rerun,
+                           'rerun-cert')
+            if self.wanted('scale-out'):
+                self.phase('scale out by one compute', self.scale_out)
             if self.failover_moves:
                 self.phase('VIP failover x%d, ours vs road warrior%s'
                            % (self.failover_moves, ', then a real cluster'
                               if self.cluster else ''), self.failover)
-            self.phase('iperf3', self.iperf)
+            if self.wanted('iperf3'):
+                self.phase('iperf3', self.iperf)
             # last: it leaves the nodes with tripleo-ipsec style conns
-            self.phase('bring-up time, ours vs tripleo-ipsec style',
-                       self.bring_up)
+            if self.wanted('bring-up'):
+                self.phase('bring-up time, ours vs tripleo-ipsec style',
+                           self.bring_up)
         except Exception as e:
             self.check('the lab ran to the end', False,
                        error='%s: %s' % (type(e).__name__, e))
@@ -583,13 +713,28 @@ def summary(report):
         if fail['ours'].get('control'):
             rows.append(('control', 'x', fail['ours']['control']))
         rows += [('road-warrior', i, m) for i, m in enumerate(
-            fail['road-warrior']['moves'], 1)]
+            fail.get('road-warrior', {}).get('moves', []), 1)]
         rows += [('cluster', i, m) for i, m in enumerate(
             fail.get('cluster', {}).get('moves', []), 1)]
         for mode, i, m in rows:
             lines.append('    %-12s move %s %s -> %s: cleartext %d, %s'
                          % (mode, i, m['from'][-12:], m['to'][-12:],
                             m['cleartext'], move_figure(m)))
+    rot = report.get('rotation') or {}
+    for tag, name in (('control', 'the same deploy, nothing changed'),
+                      ('baseline', 'old epoch bump (every conn replaced)'),
+                      ('psk', 'IpsecKeyEpoch bump'),
+                      ('to_cert', 'psk -> cert'),
+                      ('renew', 'certificate renewal')):
+        fig = rot.get(tag)
+        if fig:
+            lines.append('  %-37s %5d of %6d pings lost, %4d cleartext, '
+                         '%d TCP resets, streams %s' % (
+                             name + ':', fig['lost'], fig['sent'],
+                             fig['cleartext'], fig['resets'],
+                             'intact' if fig['streams'] and all(
+                                 s['ok'] for s in fig['streams'])
+                             else 'BROKEN'))
     perf = report.get('iperf3')
     if perf:
         lines.append('  iperf3: ESP %.0f Mbit/s, plaintext %.0f Mbit/s' % (
