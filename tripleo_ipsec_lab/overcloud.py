@@ -333,6 +333,10 @@ class Overcloud(object):
                        'tripleo_ipsec_manage_service': False,
                        # the NSS database each node's pluto reads
                        'tripleo_ipsec_nssdir': '/etc/ipsec.d',
+                       # the guest has one CPU: under the rotation's
+                       # pingers, a controller's 8 RSA keys and requests
+                       # took over the role's 300 s
+                       'tripleo_ipsec_cert_timeout': 1800,
                        'tripleo_ipsec_cib_file': self.cib}
                 for name, node in self.nodes.items()}
 
