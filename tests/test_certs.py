@@ -279,6 +279,19 @@ class TestVerifyCertProblems(CertPlutoCase):
         self.assertEqual('cert', report['auth'])
 
 
+class TestManifestShape(base.TestCase):
+
+    def test_a_bad_certs_part_is_one_line(self):
+        for part in (5, [], {'certs': []}, {'certs': {'x': 'y'}},
+                     {'certs': {'x': {'id': 5}}}, {'trust': '/ca.pem'},
+                     {'margin_days': 'x'}):
+            text = json.dumps({'auth': 'cert', 'certs': part})
+            self.assertRaisesRegex(libreswan.LibreswanError,
+                                   r'^manifest: not a tripleo-ipsec '
+                                   r'manifest \(certs\)$',
+                                   libreswan.parse_manifest, text)
+
+
 class TestTrust(base.TestCase):
 
     def setUp(self):

@@ -425,6 +425,15 @@ def parse_manifest(text, what='manifest'):
                 _names(vip.get('peer', []))):
             raise LibreswanError('%s: not a tripleo-ipsec manifest (VIP %r)'
                                  % (what, name))
+    wanted = manifest.get('certs', {})
+    if not (isinstance(wanted, dict) and
+            isinstance(wanted.get('certs', {}), dict) and
+            _names(wanted.get('trust', [])) and
+            isinstance(wanted.get('margin_days', 0), int) and
+            all(isinstance(c, dict) and isinstance(c.get('id'), str)
+                for c in wanted.get('certs', {}).values())):
+        raise LibreswanError('%s: not a tripleo-ipsec manifest (certs)'
+                             % what)
     return manifest
 
 
