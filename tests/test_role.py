@@ -286,18 +286,32 @@ class TestStatusParsing(base.TestCase):
     STATUS = (
         '000 "tripleo-storage-a--b": 172.16.1.10...172.16.1.11; erouted; '
         'eroute owner: #4\n'
+        '000 "tripleo-storage-a--b":     oriented; my_ip=unset; '
+        'their_ip=unset; mycert=tripleo-ipsec-storage; my_updown=ipsec '
+        '_updown;\n'
+        '000 "tripleo-storage-a--b":   our auth:rsasig(RSASIG+RSASIG_v1_5), '
+        'their auth:RSASIG+RSASIG_v1_5, our autheap:none, their '
+        'autheap:none;\n'
         '000 "tripleo-storage-a--b":   newest IKE SA: #3; newest IPsec SA: '
         '#4; conn serial: $7;\n'
         '000 "tripleo-storage-a--c": 172.16.1.10...172.16.1.12; '
         'prospective erouted; eroute owner: #0\n'
+        '000 "tripleo-storage-a--c":     oriented; my_ip=unset; '
+        'their_ip=unset; my_updown=ipsec _updown;\n'
+        '000 "tripleo-storage-a--c":   our auth:secret, their auth:secret, '
+        'our autheap:none, their autheap:none;\n'
         '000 "tripleo-storage-a--c":   newest IKE SA: #0; newest IPsec SA: '
         '#0; conn serial: $8;\n')
 
     def test_established_and_not(self):
         status = libreswan.parse_status(self.STATUS)
         self.assertEqual({'routing': 'erouted', 'ike_sa': 3, 'ipsec_sa': 4,
-                          'serial': 7, 'established': True},
+                          'serial': 7, 'established': True, 'auth': 'rsasig',
+                          'cert': 'tripleo-ipsec-storage'},
                          status['tripleo-storage-a--b'].to_dict())
+        self.assertEqual(('secret', ''),
+                         (status['tripleo-storage-a--c'].auth,
+                          status['tripleo-storage-a--c'].cert))
         self.assertFalse(status['tripleo-storage-a--c'].established)
         manifest = {'host': 'a', 'conns': {'tripleo-storage-a--b': 'x',
                                            'tripleo-storage-a--c': 'y',
