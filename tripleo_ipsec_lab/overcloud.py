@@ -184,10 +184,6 @@ class Overcloud(object):
         lines, root = [], []      # shell lines; ``ip -batch`` lines
         if not self.bridges:
             lines.append('modprobe -a %s' % ' '.join(MODULES))
-            # the guest has one CPU: while Ansible's Pythons start, the
-            # receive backlog (1000 by default) overflows under the
-            # rotation's 10 ms pingers and drops what IPsec delivered
-            lines.append('sysctl -q -w net.core.netdev_max_backlog=100000')
             # instantiate the GCM template once, so the first SA does not
             # wait for the kernel's crypto module look-ups
             lines.append("ip xfrm state add src 127.0.0.1 dst 127.0.0.2 "
