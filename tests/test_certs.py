@@ -207,9 +207,11 @@ class TestCertConnsLoad(CertPlutoCase):
         self.assertEqual([('tripleo-ipsec-storage', 'storage')],
                          [(p['cert'], p['network']) for p in problems])
         self.assertIn('holds no certificate', problems[0]['reason'])
-        # the conns of that network are not there: nothing falls back to
-        # clear, their traffic stays on the trap policies (none here) or
-        # is dropped; verify says the conns are missing too
+        # the conns of that network are not there, and neither are their
+        # trap policies: on a node that never had them, that network's
+        # traffic would go in clear.  The role requests the certificates
+        # before it touches any conn and stops when one fails, so a node
+        # keeps the conns it had (tests/test_role.py, TestAuthCert).
         loaded = libreswan.parse_status(scratch.whack('--status').stdout)
         self.assertFalse([n for n in loaded if '-storage-' in n])
 
