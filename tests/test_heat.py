@@ -263,7 +263,7 @@ class TestFirewallRules(base.TestCase):
 
 
 class TestIpaMetadata(base.TestCase):
-    """auth cert with IPA: THT registers ipsec/<fqdn> for every node."""
+    """Certificates from IPA: THT registers ipsec/<fqdn> for every node."""
 
     def metadata(self, **parameters):
         parameters['ServiceData'] = {
@@ -288,7 +288,12 @@ class TestIpaMetadata(base.TestCase):
         self.assertIsNone(self.metadata())
         self.assertIsNone(self.metadata(IpsecAuth='cert',
                                         IpsecCertCa='tripleo-ipsec-lab'))
-        self.assertIsNone(self.metadata(IpsecCertCa='IPA'))
+
+    def test_staged_on_psk_with_ipa(self):
+        # certificates staged ahead of the switch to cert: IPA needs the
+        # principals then
+        self.assertEqual(self.metadata(IpsecAuth='cert', IpsecCertCa='IPA'),
+                         self.metadata(IpsecCertCa='IPA'))
 
 
 class TestYamlValidate(base.TestCase):

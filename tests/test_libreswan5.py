@@ -576,6 +576,17 @@ class TestApplyOn5(Libreswan5TestCase):
                 self.assertIn('\tkeyexchange=ikev2\n', text)
                 self.assertNotIn('ikev2=insist', text)
         self.assertNotIn('has been replaced by', scratch.log_text())
+        # the kernel's safety net, below every policy 5.2 installs
+        self.assertEqual(libreswan.net_wanted(manifest, wanted), lw.net())
+        one = [manifest['net'][n] for n in sorted(wanted)
+               if ':' not in manifest['net'][n][0]][0]
+        out = lw.ip('xfrm', 'policy', 'list', 'src', one[0] + '/32',
+                    'dst', one[1] + '/32', 'dir', 'out').stdout
+        priorities = sorted(int(p) for p in re.findall(r' priority (\d+) ',
+                                                       out))
+        self.assertEqual(2, len(priorities), out)
+        self.assertLess(priorities[0], names.NET_PRIORITY)
+        self.assertEqual(names.NET_PRIORITY, priorities[1])
         serials = {n: c.serial for n, c in status.items()}
         changed, again = apply.present(self.Module(), lw, root, files,
                                        manifest_path[0])

@@ -19,6 +19,7 @@ this runs on a kernel without ESP; tunnels coming up is the lab's job.
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ from tests import base
 from tests import nodes
 from tests import pluto
 from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
 from tripleo_ipsec import sources
 from tripleo_ipsec_lab import synth
@@ -62,6 +64,7 @@ class RoleTestCase(base.TestCase):
     def deploy(self, out, *args, **extra):
         """Run the role; {host: the apply task's result}."""
         rc, stats, data = self.nodes.playbook(PLAYBOOK, out, *args, **extra)
+        self.data = data
         results = {}
         for task in data['tasks']:
             if task['name'].endswith(APPLY):
@@ -93,6 +96,13 @@ class RoleTestCase(base.TestCase):
             files = {os.path.basename(p) for p in base.read_tree(
                 os.path.join(self.out_of(name), 'etc'))}
             self.assertEqual(files, node.files(), name)
+            # the kernel's safety net: both directions of every loaded pair
+            net = set() if the_plan.options.failure_policy != 'private' \
+                else {k for c in host_plan.conns if c.name in loaded and
+                      c.kind != plan.VIP_HOLDER
+                      for k in ((c.left, c.right, 'out'),
+                                (c.right, c.left, 'in'))}
+            self.assertEqual(net, set(node.lw.net()), name)
 
     def out_of(self, name):
         return os.path.join(self._out, name)
@@ -139,6 +149,7 @@ class TestApply(RoleTestCase):
             self.assertEqual({}, node.conns(), name)
             self.assertEqual(set(), node.files(), name)
             self.assertEqual([], node.psks(), name)
+            self.assertEqual(set(), node.lw.net(), name)
         again = self.deploy(self._out, tripleo_ipsec_state='absent')
         self.assertFalse([h for h, r in again.items() if r['changed']])
 
@@ -150,13 +161,19 @@ class TestApply(RoleTestCase):
                   if c.kind == plan.VIP_HOLDER][0]
         # the VIP lands here, and its OCF resource loads its conns
         node.exec_(['ip', 'addr', 'add', holder.left + '/32', 'dev', 'lo'])
-        with open(os.path.join(node.etc, 'ipsec.d', 'tripleo-vip-%s.conf'
-                               % holder.vip)) as f:
-            node.lw.add(libreswan.split_conf(f.read()), [holder.name])
+        # as the agent does: by name (holder conns are auto=ignore, which
+        # an --autoall load would skip)
+        node.exec_(['ipsec', 'addconn', '--ctlsocket', node.ctlsocket,
+                    '--config', '/etc/ipsec.d/tripleo-vip-%s.conf'
+                    % holder.vip, holder.name])
+        self.assertIn(holder.name, node.conns())
+        net = node.lw.net()
         before = self.serials()
         again = self.deploy(self._out)
-        self.assertFalse(again[node.name]['changed'])
+        self.assertFalse(again[node.name]['changed'], again[node.name])
         self.assertEqual(before, self.serials())
+        # the holder's side is the agent's: the net stays as it was
+        self.assertEqual(net, node.lw.net())
 
 
 class TestChanges(RoleTestCase):
@@ -242,6 +259,76 @@ class TestChanges(RoleTestCase):
         self.assertLoaded(the_plan)
 
 
+class TestSafetyNet(RoleTestCase):
+    """With failure policy private, no moment without pluto's policy leaks.
+
+    A veth from one node to this test's namespace, routed to a peer: the
+    node pings the peer after the pair's conn is deleted behind the role's
+    back (pluto has no policy for it then): the net drops the echo request
+    (XfrmOutPolBlock) and nothing arrives at the far end.  The control that
+    makes this check able to fail: the same without the net
+    (private-or-clear), where the request leaves in clear.
+    """
+
+    def ping(self, node, local, peer):
+        """Ping PEER once from NODE: (arrived at the far end?, blocked)."""
+        def counters():
+            with open('/sys/class/net/tn1/statistics/rx_packets') as f:
+                rx = int(f.read())
+            stat = node.exec_(['cat', '/proc/net/xfrm_stat']).stdout
+            return rx, int(stat.split('XfrmOutPolBlock')[1].split()[0])
+        rx0, block0 = counters()
+        pluto.run(['ip', 'netns', 'exec', node.netns, 'ping', '-c1', '-W1',
+                   '-I', local, peer])
+        rx1, block1 = counters()
+        return rx1 > rx0, block1 - block0
+
+    def priorities(self, node, local, peer):
+        out = node.exec_(['ip', 'xfrm', 'policy', 'list', 'src',
+                          local + '/32', 'dst', peer + '/32',
+                          'dir', 'out']).stdout
+        return sorted(int(p) for p in re.findall(r' priority (\d+) ', out))
+
+    def test_net_drops_what_no_conn_covers(self):
+        the_plan, self._out = self.bundle()
+        self.deploy(self._out)
+        self.assertLoaded(the_plan)
+        node = self.nodes.nodes['overcloud-controller-0']
+        conn = [c for c in the_plan.hosts[node.name].conns
+                if c.kind == plan.HOST and ':' not in c.left][0]
+        local, peer = conn.left, conn.right
+        # pluto's policy for the pair, then the net's, lower in precedence
+        first, net = self.priorities(node, local, peer)
+        self.assertLess(first, net)
+        self.assertEqual(names.NET_PRIORITY, net)
+        for args in (['ip', 'link', 'add', 'tn0', 'type', 'veth', 'peer',
+                      'name', 'tn1'],
+                     ['sysctl', '-qw', 'net.ipv6.conf.tn1.disable_ipv6=1'],
+                     ['ip', 'link', 'set', 'tn0', 'netns', node.netns],
+                     ['ip', 'link', 'set', 'tn1', 'up']):
+            result = pluto.run(args)
+            self.assertEqual(0, result.returncode, result.stderr)
+        self.addCleanup(pluto.run, ['ip', 'link', 'del', 'tn1'])
+        for args in (['sysctl', '-qw', 'net.ipv6.conf.tn0.disable_ipv6=1'],
+                     ['ip', 'link', 'set', 'tn0', 'up'],
+                     ['ip', 'route', 'replace', peer + '/32', 'dev', 'tn0'],
+                     ['ip', 'neigh', 'replace', peer, 'lladdr',
+                      '02:00:00:00:00:01', 'dev', 'tn0']):
+            node.exec_(args)
+        node.lw.delete(conn.name)
+        self.assertEqual([names.NET_PRIORITY],
+                         self.priorities(node, local, peer))
+        self.assertEqual((False, 1), self.ping(node, local, peer))
+        # the control: no net (private-or-clear), the same hole leaks
+        the_plan, self._out = self.bundle(failure_policy='private-or-clear')
+        result = self.deploy(self._out)[node.name]
+        self.assertIn('out %s -> %s' % (local, peer), result['net_removed'])
+        self.assertLoaded(the_plan)
+        node.lw.delete(conn.name)
+        self.assertEqual([], self.priorities(node, local, peer))
+        self.assertEqual((True, 0), self.ping(node, local, peer))
+
+
 class TestVerify(RoleTestCase):
     """No SA can come up here (no kernel ESP): verify must say so."""
 
@@ -278,6 +365,22 @@ class TestVerify(RoleTestCase):
         self.assertEqual(wanted, report['missing'])
         self.assertEqual(1, len(result.stderr.splitlines()), result.stderr)
         self.assertIn('no established IPsec SA', result.stderr)
+        self.assertEqual([], report['net_missing'])
+        # one pair's net gone (as an ipsec restart flushes it): named
+        conn = [c for c in the_plan.hosts[node.name].conns
+                if c.kind == plan.HOST][0]
+        node.lw.net_delete(conn.right, conn.left, 'in')
+        result = pluto.run(['ip', 'netns', 'exec', node.netns,
+                            os.path.join(os.path.dirname(sys.executable),
+                                         'tripleo-ipsec'), 'verify',
+                            '--ctlsocket', node.ctlsocket, '-f', 'json'])
+        self.assertEqual(1, result.returncode, result.stderr)
+        self.assertEqual(['in %s -> %s' % (conn.right, conn.left)],
+                         json.loads(result.stdout)['net_missing'])
+        self.assertEqual(1, len(result.stderr.splitlines()), result.stderr)
+        self.assertIn('1 kernel block policies of the safety net are '
+                      'missing', result.stderr)
+        self.assertIn('in %s -> %s' % (conn.right, conn.left), result.stderr)
 
 
 class TestStatusParsing(base.TestCase):
@@ -338,6 +441,12 @@ class TestSteps(RoleTestCase):
                      if c.kind == plan.HOST}
             self.assertEqual(hosts, set(node.conns()), name)
             self.assertTrue(step1[name]['changed'])
+            # the net covers what is loaded: no VIP yet
+            self.assertEqual({(c.left, c.right, 'out')
+                              for c in the_plan.hosts[name].conns
+                              if c.kind == plan.HOST},
+                             {k for k in node.lw.net() if k[2] == 'out'},
+                             name)
         step3 = self.deploy(self._out)
         self.assertLoaded(the_plan)
         for name, result in step3.items():
@@ -383,17 +492,44 @@ class TestAuthCert(RoleTestCase):
             node.lw.whack('--listcerts').stdout).items()}
             for n, node in self.nodes.nodes.items()}
 
+    def issued(self):
+        """{node: certificates the certificates task requested}."""
+        for task in self.data['tasks']:
+            if task['name'].endswith('issue and track this node\'s IPsec '
+                                     'certificates'):
+                return {h: r.get('requested', []) for h, r in
+                        task['hosts'].items() if not r.get('skipped')}
+        return {}
+
     def test_psk_to_cert_rerun_and_renewal(self):
         _, self._out = self.bundle(computes=1)
         self.deploy(self._out)
+        self.assertEqual({}, self.issued())
         before = self.serials()
+        # the certificates staged while still on psk: issued and tracked,
+        # no conn touched, the keys kept
+        staged_opts = dict(self.cert_opts, auth='psk')
+        the_plan, self._out = self.bundle(computes=1, **staged_opts)
+        staged = self.deploy(self._out)
+        self.assertEqual(before, self.serials())
+        self.assertLoaded(the_plan)
+        issued = self.issued()
+        held = self.held()
+        for name, host_plan in the_plan.hosts.items():
+            self.assertEqual([], staged[name]['replaced'], name)
+            wanted = {plan.with_cert(c, name, 'example.com').cert
+                      for c in host_plan.conns}
+            self.assertEqual(sorted(wanted), sorted(issued[name]), name)
+            self.assertEqual(wanted, set(held[name]), name)
+        # the switch: every conn replaced in place, none deleted first; the
+        # certificates are there already
         the_plan, self._out = self.bundle(computes=1, **self.cert_opts)
         switched = self.deploy(self._out)
+        self.assertEqual({n: [] for n in self.nodes.nodes}, self.issued())
         for name, result in switched.items():
-            # every conn replaced in place, none deleted first
             self.assertEqual(sorted(before[name]), result['replaced'], name)
             self.assertEqual([], result['deleted'], name)
-        held = self.held()
+        self.assertEqual(held, self.held())
         for name, host_plan in the_plan.hosts.items():
             node = self.nodes.nodes[name]
             wanted = {c.cert for c in host_plan.conns}

@@ -137,7 +137,9 @@ KNOBS = (
                   'certificate with auth = cert: IPA in a TLS-everywhere '
                   'deployment, or a CA the deployment registered on every '
                   'node with getcert add-ca. No default: a cert deploy '
-                  'without it is refused before any node is touched.')),
+                  'without it is refused before any node is touched. Set '
+                  'with auth = psk, the certificates are issued and '
+                  'tracked ahead of the switch, no conn touched.')),
     Knob(heat='IpsecCertTrust', metavar='PEM[,PEM...]',
          summary='CA certificate files on the nodes whose certificates are '
                  'trusted; list two while changing CA',

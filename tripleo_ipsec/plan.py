@@ -155,7 +155,7 @@ def firewall_rules(cidrs_by_network, skip_networks):
     return rules
 
 
-def _with_cert(conn, host, domain):
+def with_cert(conn, host, domain):
     """CONN of HOST with the identities and certificate auth cert uses."""
     mine = names.host_cert_id(host, conn.network, domain)
     if conn.kind == HOST:
@@ -240,7 +240,7 @@ def build(topology, options):
                       'started_after': ip_resource}))
 
     if options.auth == 'cert':
-        conns = {name: [_with_cert(c, name, options.cert_domain)
+        conns = {name: [with_cert(c, name, options.cert_domain)
                         for c in host_conns]
                  for name, host_conns in conns.items()}
     hosts = {}

@@ -96,10 +96,12 @@ def host_files(the_plan, host, master_key, derive=None):
 
     The manifest lists every file with its mode, every conn with a digest
     of what pluto would load for it (its stanza and the shared section it
-    includes), the conns this end initiates, each VIP's conns and the
-    networks this host protects; the node side reconciles and verifies
-    from it.  A key is not part of a conn's digest: a new key changes the
-    secrets files only, which the node rereads without touching a live SA
+    includes), the conns this end initiates, each VIP's conns, the
+    networks this host protects and, with failure policy private, each
+    conn's pair for the kernel's safety net (names.NET_PRIORITY); the node
+    side reconciles and verifies from it.  A key is not part of a conn's
+    digest: a new key changes the secrets files only, which the node
+    rereads without touching a live SA
     (keys rotate with no conn replaced).
     """
     opts = the_plan.options
@@ -117,6 +119,7 @@ def host_files(the_plan, host, master_key, derive=None):
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
     files, digests, initiate, vips, networks = {}, {}, [], {}, set()
+    net = {}            # conn -> [left, right]: the kernel's safety net
     wanted = {}         # certificate nickname -> what it must say
     addresses = {v.name: v.address for v in the_plan.vips}
     sha256 = hashlib.sha256
@@ -128,12 +131,14 @@ def host_files(the_plan, host, master_key, derive=None):
                         if c.kind == plan_mod.VIP_HOLDER else '')
                    for c in conns])
         files[conf] = (text, 0o644)
-        if certs:
-            for c in conns:
-                wanted[c.cert] = {'id': c.left_id, 'network': c.network,
-                                  'vip': c.vip if c.kind ==
-                                  plan_mod.VIP_HOLDER else ''}
-        else:
+        # the certificates: those the conns name, or, with a CA while
+        # still on psk, the same ones staged for the switch to cert
+        for c in conns if opts.cert_ca else ():
+            c = c if certs else plan_mod.with_cert(c, host, opts.cert_domain)
+            wanted[c.cert] = {'id': c.left_id, 'network': c.network,
+                              'vip': c.vip if c.kind ==
+                              plan_mod.VIP_HOLDER else ''}
+        if not certs:
             files[secrets] = (secrets_tpl.render(
                 title=title, epoch=epoch,
                 keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
@@ -143,6 +148,10 @@ def host_files(the_plan, host, master_key, derive=None):
             digests[conn.name] = sha256(
                 (shared + stanza).encode()).hexdigest()[:16]
         networks.update(c.network for c in conns)
+        if opts.failure_policy == 'private':
+            # a VIP holder's side is its OCF agent's, where the VIP is
+            net.update((c.name, [c.left, c.right]) for c in conns
+                       if c.kind != plan_mod.VIP_HOLDER)
         initiate.extend(c.name for c in conns
                         if c.initiator and c.kind == plan_mod.HOST)
         if vip:
@@ -159,8 +168,8 @@ def host_files(the_plan, host, master_key, derive=None):
         'files': {'/' + path: '%04o' % mode
                   for path, (_, mode) in files.items()},
         'conns': digests, 'initiate': initiate,
-        'networks': sorted(networks), 'auth': opts.auth}
-    if certs:
+        'networks': sorted(networks), 'auth': opts.auth, 'net': net}
+    if opts.cert_ca:
         ipa = opts.cert_ca.upper() == 'IPA'
         for entry in wanted.values():
             entry['principal'] = (names.cert_principal(entry['id'])

@@ -18,6 +18,7 @@ standard library only), ``tripleo-ipsec verify`` and the tests all use it.
 Every command runs with a timeout; nothing here restarts pluto.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -308,11 +309,80 @@ class Libreswan(object):
         """The CA certificates pluto trusts: {nickname: cert}."""
         return parse_certs(self.whack('--listcacerts').stdout)
 
+    # -- the kernel's safety net under pluto's policies (names.NET_*) -----
+    def ip(self, *args):
+        """``ip ARGS`` where pluto is (the command's prefix, if any)."""
+        return self._run(self.ipsec[:-1] + ['ip'] + list(args))
+
+    def net(self):
+        """The net's policies here: {(src, dst, dir)}."""
+        return parse_net(self.ip(
+            '-s', 'xfrm', 'policy', 'list', 'priority',
+            str(names.NET_PRIORITY), 'action', 'block').stdout)
+
+    def net_add(self, src, dst, direction):
+        mark, mask = names.NET_MARK
+        self.ip('xfrm', 'policy', 'add', 'src', _host_prefix(src),
+                'dst', _host_prefix(dst), 'dir', direction,
+                'priority', str(names.NET_PRIORITY), 'mark', mark,
+                'mask', mask, 'action', 'block')
+
+    def net_delete(self, src, dst, direction):
+        # deleteall picks ours by priority and action from a dump, then
+        # deletes each by its index and mark; a plain delete by selector
+        # and mark 0/0xffffffff took pluto's mark-less policy for the same
+        # pair instead (kernel 6.18), and one by index found nothing
+        self.ip('xfrm', 'policy', 'deleteall', 'src', _host_prefix(src),
+                'dst', _host_prefix(dst), 'dir', direction,
+                'priority', str(names.NET_PRIORITY), 'action', 'block')
+
 
 def holder_conns(manifest):
     """The VIP-holder conns of a manifest: loaded only where the VIP is."""
     return {n for vip in manifest.get('vips', {}).values()
             for n in vip.get('holder', [])}
+
+
+_NET_HEAD = re.compile(r'^src (\S+) dst (\S+)')
+_NET_BODY = re.compile(r'^\s+dir (in|out) action block index (\d+) '
+                       r'priority (\d+) ', re.M)
+_NET_MARK = re.compile(r'^\s+mark %s/%s\s*$' % names.NET_MARK, re.M)
+
+
+def _host_prefix(address):
+    return address + ('/128' if ':' in address else '/32')
+
+
+def parse_net(text):
+    """``ip -s xfrm policy list`` -> {(src, dst, dir)} of the net.
+
+    Only the net's own policies: host to host, ``action block`` at
+    names.NET_PRIORITY with names.NET_MARK.
+    """
+    found = set()
+    for entry in re.split(r'\n(?=\S)', text.strip()):
+        head, body = _NET_HEAD.match(entry), _NET_BODY.search(entry)
+        if not (head and body and _NET_MARK.search(entry) and
+                int(body.group(3)) == names.NET_PRIORITY):
+            continue
+        src, dst = head.group(1), head.group(2)
+        if src != _host_prefix(src.split('/')[0]) or \
+                dst != _host_prefix(dst.split('/')[0]):
+            continue
+        found.add((src.split('/')[0], dst.split('/')[0], body.group(1)))
+    return found
+
+
+def net_wanted(manifest, conns):
+    """The net a node wants for CONNS: {(src, dst, dir)}, both directions."""
+    pairs = manifest.get('net', {})
+    wanted = set()
+    for name in conns:
+        if name in pairs:
+            local, remote = pairs[name]
+            wanted.add((local, remote, 'out'))
+            wanted.add((remote, local, 'in'))
+    return wanted
 
 
 DAY = 86400
@@ -357,13 +427,16 @@ def check_certs(manifest, certs, ca_certs, now=None):
 
 
 def verify(manifest, status, vips=False, certs=None, ca_certs=None,
-           now=None):
+           now=None, net=None):
     """Which expected conns of a node have an established Child SA.
 
     Expected: every host-to-host conn; with ``vips``, also every VIP conn
     towards a VIP (the peer side).  Each conn says how it authenticates
     (``auth``: secret or rsasig, ``cert``: the certificate it shows).  With
     auth cert, the certificates pluto holds are checked too (check_certs).
+    With ``net`` (what Libreswan.net found), every expected conn's pair
+    must have its safety net: ``net_missing`` lists those that have not
+    (an ``ipsec`` restart flushes it; the next deploy puts it back).
     Returns a JSON-able report.
     """
     holders = holder_conns(manifest)
@@ -382,11 +455,15 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
               'missing': missing, 'conns': conns,
               'auth': manifest.get('auth', 'psk')}
     problems = []
-    if report['auth'] == 'cert':
+    if manifest.get('certs'):
+        # auth cert, or certificates staged while still on psk
         report['certs'], problems = check_certs(
             manifest, certs or {}, ca_certs or {}, now)
     report['cert_problems'] = problems
-    report['ok'] = not missing and not problems
+    report['net_missing'] = [] if net is None else [
+        '%s %s -> %s' % (d, src, dst) for src, dst, d in
+        sorted(net_wanted(manifest, expected) - net)]
+    report['ok'] = not missing and not problems and not report['net_missing']
     return report
 
 
@@ -396,6 +473,14 @@ MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 def _names(value):
     return isinstance(value, list) and all(isinstance(n, str)
                                            for n in value)
+
+
+def _address(text):
+    """Whether TEXT is an IP address as ``ip`` prints it (canonical)."""
+    try:
+        return str(ipaddress.ip_address(text)) == text
+    except ValueError:
+        return False
 
 
 def parse_manifest(text, what='manifest'):
@@ -412,7 +497,7 @@ def parse_manifest(text, what='manifest'):
     if not isinstance(manifest, dict):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (not a '
                              'mapping)' % what)
-    for key in ('conns', 'files', 'vips'):
+    for key in ('conns', 'files', 'vips', 'net'):
         if not isinstance(manifest.get(key, {}), dict):
             raise LibreswanError('%s: not a tripleo-ipsec manifest (%s is '
                                  'not a mapping)' % (what, key))
@@ -420,6 +505,10 @@ def parse_manifest(text, what='manifest'):
                for k, v in manifest.get('conns', {}).items()):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (conns)'
                              % what)
+    if not all(isinstance(v, list) and len(v) == 2 and _names(v) and
+               all(_address(a) for a in v)
+               for v in manifest.get('net', {}).values()):
+        raise LibreswanError('%s: not a tripleo-ipsec manifest (net)' % what)
     for name, vip in manifest.get('vips', {}).items():
         if not (isinstance(vip, dict) and _names(vip.get('holder', [])) and
                 _names(vip.get('peer', []))):
@@ -465,9 +554,10 @@ def verify_node(manifest_path, ctlsocket, vips=False,
     """``verify`` on this node: its installed manifest and its pluto."""
     manifest = load_manifest(manifest_path)
     lw = Libreswan(ctlsocket, timeout)
-    if manifest.get('auth') == 'cert':
-        return verify(manifest, lw.status(), vips, lw.certs(), lw.ca_certs())
-    return verify(manifest, lw.status(), vips)
+    if manifest.get('certs'):
+        return verify(manifest, lw.status(), vips, lw.certs(), lw.ca_certs(),
+                      net=lw.net())
+    return verify(manifest, lw.status(), vips, net=lw.net())
 
 
 def missing_message(report):
@@ -484,4 +574,12 @@ def missing_message(report):
             report.get('host'), problem['cert'], problem['network'],
             ' (VIP %s)' % problem['vip'] if problem['vip'] else '',
             problem['reason']))
+    net = report.get('net_missing', [])
+    if net:
+        parts.append('%s: %d kernel block policies of the safety net are '
+                     'missing, so these pairs would go in clear whenever '
+                     'pluto has no policy for them (rerun the deploy to '
+                     'restore them): %s' % (
+                         report.get('host'), len(net), ', '.join(net[:4]) +
+                         (', ...' if len(net) > 4 else '')))
     return '; '.join(parts)

@@ -30,6 +30,17 @@ CTLSOCKET = '/run/pluto/pluto.ctl'
 # Beside the hosts' trees in a render output: the pcs commands for the VIPs.
 PACEMAKER_COMMANDS = 'pacemaker.json'
 
+# The kernel's safety net under pluto's policies (with IpsecFailurePolicy
+# private): per pair and direction one xfrm policy ``action block``.  Its
+# priority is the lowest precedence the kernel knows short of the last few
+# values (a lower number wins): every policy pluto installs beats it while it
+# exists, and it drops what would otherwise pass in clear when there is none.
+# ``mark 0/0xffffffff`` keeps it a policy of its own beside pluto's mark-less
+# one for the same selector (the kernel keeps one per selector and mark),
+# and still matches every unmarked packet.
+NET_PRIORITY = 0xfffffff0
+NET_MARK = ('0', '0xffffffff')
+
 # Our OCF resource agent: ocf:<provider>:<type>.
 OCF_PROVIDER = 'tripleo-ipsec'
 OCF_TYPE = 'vip'

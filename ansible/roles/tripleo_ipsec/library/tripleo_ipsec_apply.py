@@ -23,6 +23,11 @@ description:
     bundle, all new and changed conns in one C(addconn) run.  Pluto is
     never restarted.  Nothing changes when the bundle is what is
     installed.
+  - With failure policy private (the manifest's C(net)), first installs
+    the kernel's safety net for every pair it leaves loaded (one
+    C(action block) xfrm policy per direction, below pluto's), so that a
+    pair pluto has no policy for is dropped, never in clear; removes the
+    net's policies no loaded conn needs once their conns are gone.
   - The conns are written and loaded in the syntax of the libreswan on the
     node (4.x or 5.x, from C(ipsec --version)), whichever the bundle was
     rendered for.
@@ -92,6 +97,7 @@ from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import net_wanted  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import parse_manifest  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import split_conf  # noqa
 
@@ -141,6 +147,11 @@ def agent(module, spec, state):
     return True
 
 
+def _net_entry(key):
+    src, dst, direction = key
+    return '%s %s -> %s' % (direction, src, dst)
+
+
 def _loaded(status):
     return {n for n in status if names.ours(n)}
 
@@ -165,7 +176,8 @@ def present(module, lw, root, files, manifest_path):
     old = parse_manifest(_read(os.path.join(root, manifest_path)) or '{}',
                          'the installed manifest')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
-              'deleted': [], 'staged': False}
+              'deleted': [], 'staged': False, 'net_added': [],
+              'net_removed': []}
 
     for rel, entry in sorted(files.items()):
         if rel == manifest_path:
@@ -193,10 +205,17 @@ def present(module, lw, root, files, manifest_path):
     result['added'] = sorted(wanted - loaded)
     result['replaced'] = replace
     touched = result['added'] + result['replaced']
+    # the kernel's safety net follows the conns this run leaves loaded
+    have_net = lw.net()
+    want_net = net_wanted(new, wanted)
+    net_add = sorted(want_net - have_net)
+    net_drop = sorted(have_net - want_net)
+    result['net_added'] = [_net_entry(k) for k in net_add]
+    result['net_removed'] = [_net_entry(k) for k in net_drop]
     secrets_changed = any(p.endswith('.secrets')
                           for p in result['written'] + result['removed'])
     changed = bool(result['written'] or result['removed'] or touched or
-                   result['deleted'] or not _same(
+                   result['deleted'] or net_add or net_drop or not _same(
                        os.path.join(root, manifest_path),
                        files[manifest_path]['content'].encode(),
                        int(files[manifest_path]['mode'], 8)))
@@ -210,6 +229,11 @@ def present(module, lw, root, files, manifest_path):
     for rel in result['removed']:
         os.unlink(os.path.join(root, rel[1:]))
 
+    # The net first: from here on, a moment with no policy of pluto's for
+    # a pair (a conn replaced, or one that fails to load) drops, never
+    # sends or takes in clear.
+    for src, dst, direction in net_add:
+        lw.net_add(src, dst, direction)
     # A changed conn is replaced in place: addconn swaps the definition
     # inside pluto, in one request; deleting it first would leave its
     # traffic without any policy (in clear) until it was added again.
@@ -231,6 +255,9 @@ def present(module, lw, root, files, manifest_path):
     if module.params['initiate']:
         for name in sorted(set(touched) & set(new.get('initiate', []))):
             lw.initiate(name)
+    # the pairs this node no longer protects, once their conns are gone
+    for key in net_drop:
+        lw.net_delete(*key)
     entry = files[manifest_path]
     _write(os.path.join(root, manifest_path), entry['content'].encode(),
            int(entry['mode'], 8))
@@ -243,14 +270,19 @@ def absent(module, lw, root, manifest_path):
     result = {'removed': [], 'deleted': []}
     if lw.running():
         result['deleted'] = sorted(_loaded(lw.status()))
+    have_net = lw.net()
+    result['net_removed'] = [_net_entry(k) for k in sorted(have_net)]
     paths = sorted(set(old.get('files', {})) | {'/' + manifest_path})
     result['removed'] = [p for p in paths
                          if os.path.lexists(os.path.join(root, p[1:]))]
-    changed = bool(result['removed'] or result['deleted'])
+    changed = bool(result['removed'] or result['deleted'] or have_net)
     if module.check_mode or not changed:
         return changed, result
     for name in result['deleted']:
         lw.delete(name)
+    # the conns are gone: what they carried goes in clear from here on
+    for key in sorted(have_net):
+        lw.net_delete(*key)
     for rel in result['removed']:
         os.unlink(os.path.join(root, rel[1:]))
     if result['deleted'] or any(p.endswith('.secrets')
