@@ -234,7 +234,7 @@ class Rotation(object):
         """The same deploy with nothing to change: the guest's own noise.
 
         Whatever this loses, the guest lost (its one CPU starting every
-        node's Ansible modules under the pingers), not a key change.
+        node's Ansible modules under the probes), not a key change.
         """
         stats, data = self.lab.deploy('rotate-control')
         return {'changed': {h: s['changed'] for h, s in stats.items()}}
@@ -257,13 +257,24 @@ class Rotation(object):
                                     if any(one.get('changed') for one in r))}
 
     # -- auth cert --------------------------------------------------------
-    def to_cert(self):
-        """psk -> cert through the real deploy (IpsecAuth and the CA)."""
+    def stage_certs(self):
+        """The certificates staged while on psk (the CA, IpsecAuth psk).
+
+        Every node has its certificates issued and tracked; no conn is
+        touched.
+        """
         ca = self.oc.ca
-        self.oc.configure(IpsecAuth='cert', IpsecCertCa=ca.name,
-                          IpsecCertTrust=[ca.ca_pem],
+        self.oc.configure(IpsecCertCa=ca.name, IpsecCertTrust=[ca.ca_pem],
                           CloudDomain=CLOUD_DOMAIN)
-        stats, data = self.lab.deploy('to-cert')
+        return self.cert_deploy('stage-certs')
+
+    def to_cert(self):
+        """psk -> cert through the real deploy (IpsecAuth, CA staged)."""
+        self.oc.configure(IpsecAuth='cert')
+        return self.cert_deploy('to-cert')
+
+    def cert_deploy(self, tag):
+        stats, data = self.lab.deploy(tag)
         results = overcloud.by_task(data)
         applied = results.get("Reconcile this node's IPsec conns", {})
         issued = results.get("Have certmonger issue and track this node's "

@@ -369,6 +369,8 @@ class Lab(object):
             result['psk_fresh_ike_auth'] = rot.fresh_ike_auth()
             # psk -> cert: the lab's CA (a certmonger in every node) first
             self.oc.enable_certs()
+            result['stage_certs'] = rot.window('stage-certs',
+                                               rot.stage_certs)
             result['to_cert'] = rot.window('to-cert', rot.to_cert)
             result['cert_fresh_ike_auth'] = rot.fresh_ike_auth()
             result['renew'] = rot.window('renew-certs', rot.renew)
@@ -382,21 +384,23 @@ class Lab(object):
     def rotation_checks(self, result):
         base, psk = result['baseline'], result['psk']
         to_cert, renew = result['to_cert'], result['renew']
+        stage = result['stage_certs']
         for tag, fig in (('control', result['control']),
                          ('baseline', base), ('psk', psk),
+                         ('stage certs', stage),
                          ('psk -> cert', to_cert), ('renew', renew)):
-            self.say('  %s: %d of %d pings lost (%d pingers), %d cleartext, '
+            self.say('  %s: %d of %d probes lost (%d probers), %d cleartext, '
                      '%d TCP resets, streams %s' % (
-                         tag, fig['lost'], fig['sent'], fig['pingers'],
+                         tag, fig['lost'], fig['sent'], fig['probers'],
                          fig['cleartext'], fig['resets'],
                          'ok' if all(s['ok'] for s in fig['streams'])
                          else 'FAILED'))
         # the measure must be able to fail: the old epoch bump replaced
-        # every conn, and the pingers see it
+        # every conn, and the probes see it
         self.check('rotation baseline (the old epoch bump, every conn '
-                   'replaced): the pingers see losses', base['lost'] > 0,
+                   'replaced): the probes see losses', base['lost'] > 0,
                    lost=base['lost'], cleartext=base['cleartext'])
-        # lost pings are a figure, beside the control's: the guest (one
+        # lost probes are a figure, beside the control's: the guest (one
         # CPU) drops some whenever every node starts Ansible modules
         noise = result['control']['lost']
         replaced = {h: c for h, c in psk['detail']['replaced'].items() if c}
@@ -422,15 +426,28 @@ class Lab(object):
                        how.startswith('authby=secret')
                        for how in fresh['authenticated'].values()),
                    missing=fresh['missing'])
+        replaced = {h: c for h, c in stage['detail']['replaced'].items()
+                    if c}
+        self.check('certificates staged on psk: issued on every node, 0 '
+                   'cleartext, every TCP stream intact, no conn replaced, '
+                   'no Child SA renegotiated',
+                   stage['cleartext'] == 0 and stage['streams'] and
+                   all(st['ok'] for st in stage['streams']) and
+                   not replaced and
+                   stage['sas_before'] == stage['sas_after'] and
+                   sorted(h for h, r in stage['detail']['requested'].items()
+                          if r) == sorted(self.oc.nodes),
+                   lost=stage['lost'], control_lost=noise,
+                   cleartext=stage['cleartext'], replaced=replaced,
+                   requested=stage['detail']['requested'])
         # psk -> cert replaces every conn (libreswan 4.10 cannot change a
         # live conn's authentication, nor make before break): its losses
         # are a figure; what must hold is no cleartext and no broken stream
         self.check('psk -> cert: 0 cleartext, every TCP stream intact, '
-                   'certificates issued on every node',
+                   'the staged certificates used (none requested again)',
                    to_cert['cleartext'] == 0 and to_cert['streams'] and
                    all(st['ok'] for st in to_cert['streams']) and
-                   sorted(h for h, r in to_cert['detail']['requested'].items()
-                          if r) == sorted(self.oc.nodes),
+                   not any(to_cert['detail']['requested'].values()),
                    lost=to_cert['lost'], cleartext=to_cert['cleartext'],
                    streams=to_cert['streams'], **to_cert['detail'])
         fresh = result['cert_fresh_ike_auth']
@@ -724,11 +741,12 @@ def summary(report):
     for tag, name in (('control', 'the same deploy, nothing changed'),
                       ('baseline', 'old epoch bump (every conn replaced)'),
                       ('psk', 'IpsecKeyEpoch bump'),
+                      ('stage_certs', 'certificates staged on psk'),
                       ('to_cert', 'psk -> cert'),
                       ('renew', 'certificate renewal')):
         fig = rot.get(tag)
         if fig:
-            lines.append('  %-37s %5d of %6d pings lost, %4d cleartext, '
+            lines.append('  %-37s %5d of %6d probes lost, %4d cleartext, '
                          '%d TCP resets, streams %s' % (
                              name + ':', fig['lost'], fig['sent'],
                              fig['cleartext'], fig['resets'],

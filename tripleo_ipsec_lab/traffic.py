@@ -13,15 +13,14 @@
 """Continuous traffic while something changes, measured from the user's side.
 
 While a key rotation, a certificate renewal or an auth switch runs, every
-node pings every protected peer and every VIP of its networks every 10 ms
-(``ping -D``, the marker in every packet), one long TCP stream runs on each
-protected network between two nodes (``stream.py``), and every protected
-network's bridge is captured.  Afterwards:
+node probes every protected peer and every VIP of its networks every 10 ms
+(``echo.py``: UDP echo probes carrying the wire marker, one process per
+node that also answers its peers' probes), one long TCP stream runs on
+each protected network between two nodes (``stream.py``), and every
+protected network's bridge is captured.  Afterwards:
 
-- a lost ping is an echo request whose reply never came: a sequence number
-  missing below the last reply, or sent after it, less the at most
-  ``IN_FLIGHT`` requests (20 ms) still on the wire when the pinger is
-  stopped;
+- a lost probe is one whose reply never came, by the end of a 2 s grace
+  after the probers stopped sending;
 - a stream failed when either end saw an error (a reset is
   ``ConnectionResetError``), or the server got other bytes than were sent;
 - cleartext is what ``wire.analyse`` counts on a protected bridge.
@@ -29,33 +28,14 @@ network's bridge is captured.  Afterwards:
 
 import json
 import os
-import re
+import signal
 import time
 
-from tripleo_ipsec.node import wire
 
 INTERVAL = '0.01'
-IN_FLIGHT = 2
+ECHO_PORT = 7657
 STREAM_PORT = 7656
-SEQ = re.compile(r' icmp_seq=(\d+) ')
-SUMMARY = re.compile(r'(\d+) packets transmitted, (\d+) received')
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def losses(text):
-    """A ping log -> (transmitted, received, lost, the lost seqs)."""
-    seqs = sorted({int(m.group(1)) for m in SEQ.finditer(text)})
-    summary = SUMMARY.search(text)
-    if not summary:
-        raise ValueError('the pinger printed no summary')
-    sent = int(summary.group(1))
-    if not seqs:
-        return sent, 0, sent, list(range(1, sent + 1))
-    got = set(seqs)
-    inside = [s for s in range(1, seqs[-1]) if s not in got]
-    tail = max(0, sent - seqs[-1] - IN_FLIGHT)
-    lost = inside + list(range(seqs[-1] + 1, seqs[-1] + 1 + tail))
-    return sent, len(got), len(lost), lost
 
 
 def ranges(seqs):
@@ -77,17 +57,17 @@ class Traffic(object):
         self.dir = os.path.join(lab.work, 'traffic', tag)
         os.makedirs(self.dir, exist_ok=True)
         self.vips = vips
-        self.pingers = []          # (pid, node, target, log)
+        self.probers = []          # (pid, node, report)
         self.streams = []          # (network, client node, server node, ...)
         self.caps = {}
 
     def targets(self, host):
-        """{address: label} HOST pings.
+        """{address: label} HOST probes.
 
-        Every pair once (its first end, by name, pings the other: the
+        Every pair once (its first end, by name, probes the other: the
         replies cross the pair both ways), and every VIP from the last
         node of its network that may not hold it (else the last one).
-        The guest has one CPU: a pinger per pair and per direction drowns
+        The guest has one CPU: a prober per pair and per direction drowns
         it, and the losses would be the guest's.
         """
         found = {}
@@ -105,17 +85,27 @@ class Traffic(object):
 
     def start(self):
         self.caps = self.lab.capture(self.tag, self.oc.protected())
-        hexmark = wire.MARKER.hex()
         for host in self.oc.topology.hosts:
             if host.name not in self.oc.nodes:
                 continue
-            for address, label in sorted(self.targets(host).items()):
-                log = os.path.join(self.dir, 'ping-%s-%s.txt' % (
-                    host.name, address))
-                pid = self.lab.guest.spawn(
-                    ['/bin/sh', '-c', 'exec ping -D -n -i %s -p %s %s > %s'
-                     % (INTERVAL, hexmark, address, log)], netns=host.name)
-                self.pingers.append((pid, host.name, label, log))
+            # every node answers; each probes its own targets
+            report = os.path.join(self.dir, 'echo-%s.json' % host.name)
+            targets = sorted(self.targets(host).items())
+            pid = self.lab.guest.spawn(
+                ['python3', os.path.join(HERE, 'echo.py'), str(ECHO_PORT),
+                 INTERVAL, report] + ['%s=%s' % t for t in targets],
+                netns=host.name)
+            self.probers.append((pid, host.name, report))
+        # every node answers before any probes
+        deadline = time.monotonic() + 60
+        for _, node, report in self.probers:
+            while not os.path.exists(report + '.ready'):
+                if time.monotonic() > deadline:
+                    raise RuntimeError('the prober on %s did not start'
+                                       % node)
+                time.sleep(0.05)
+        for pid, _, _ in self.probers:
+            self.lab.guest.signal(pid, signal.SIGUSR1)
         for net in self.oc.protected():
             members = self.oc.topology.members(net)
             if len(members) < 2:
@@ -139,28 +129,31 @@ class Traffic(object):
                  address, str(STREAM_PORT), reports[1]], netns=client.name)
             self.streams.append((net, client.name, server.name, spid, cpid,
                                  reports))
-        # every pinger has replies before anything changes
+        # every prober has replies before anything changes
         time.sleep(2)
 
     def stop(self):
         """Stop it all; the phase's figures."""
-        for pid, _, _, _ in self.pingers:
+        for pid, _, _ in self.probers:
             self.lab.guest.signal(pid, 2)
         for _, _, _, _, cpid, _ in self.streams:
             self.lab.guest.signal(cpid, 15)
-        for pid, _, _, _ in self.pingers:
+        for pid, _, _ in self.probers:
             self.lab.guest.wait(pid, 60)
         for _, _, _, spid, cpid, _ in self.streams:
             self.lab.guest.wait(cpid, 90)
             self.lab.guest.wait(spid, 90)
         seen = self.lab.analyse(self.caps)
         pings = []
-        for _, node, label, log in self.pingers:
-            with open(log) as f:
-                sent, received, lost, which = losses(f.read())
-            pings.append({'from': node, 'to': label, 'sent': sent,
-                          'received': received, 'lost': lost,
-                          'lost_seqs': ranges(which)})
+        for _, node, report in self.probers:
+            with open(report) as f:
+                for t in json.load(f)['targets']:
+                    pings.append({'from': node, 'to': t['label'],
+                                  'sent': t['sent'],
+                                  'received': t['received'],
+                                  'lost': len(t['lost_seqs']),
+                                  'lost_seqs': ranges(t['lost_seqs']),
+                                  'send_errors': t['send_errors']})
         streams = []
         for net, client, server, _, _, reports in self.streams:
             ends = {}
@@ -176,7 +169,7 @@ class Traffic(object):
                             'server': server, 'ok': ok, **{
                                 end: data for end, data in ends.items()}})
         return {
-            'pingers': len(pings),
+            'probers': len(pings),
             'sent': sum(p['sent'] for p in pings),
             'lost': sum(p['lost'] for p in pings),
             'lossy': [p for p in pings if p['lost']],
