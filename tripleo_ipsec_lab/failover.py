@@ -382,6 +382,22 @@ class Failover(object):
         self.oc.parallel(self.oc.stop_pluto, self.rw_nodes)
         self.oc.parallel_start(self.rw_nodes, config)
 
+    def safety_net(self, op):
+        """Delete (or add back) the peer's safety net towards the VIP."""
+        mine = self.peer.addresses[self.vip.network]
+        for src, dst, direction in ((mine, self.vip.address, 'out'),
+                                    (self.vip.address, mine, 'in')):
+            args = ['ip', 'xfrm', 'policy', op,
+                    'src', src + ('/128' if ':' in src else '/32'),
+                    'dst', dst + ('/128' if ':' in dst else '/32'),
+                    'dir', direction,
+                    'priority', str(names.NET_PRIORITY)]
+            if op == 'add':
+                args += ['mark', names.NET_MARK[0],
+                         'mask', names.NET_MARK[1]]
+            self.lab.guest.run(args + ['action', 'block'],
+                               netns=self.peer.name)
+
     def towards_vip(self, host):
         """HOST's own conns towards the VIP (its trap when it is a peer)."""
         return [c.name for c in self.oc.plan.hosts[host].conns
@@ -466,9 +482,13 @@ class Failover(object):
         self.perform(mode, steps[0])
         if mode != 'ours':
             self.restart_plutos(road_warrior=True)
-            # the client replaces the peer's trap towards the VIP
+            # the client replaces the peer's trap towards the VIP, and
+            # the kernel safety net under it goes too: tripleo-ipsec had
+            # none, and its client comes up through the cleartext moment
+            # the net would drop
             for conn in self.towards_vip(self.peer.name):
                 self.oc.whack(self.peer.name, '--name', conn, '--delete')
+            self.safety_net('deleteall')
         # the peer's pings give the outage; with ours, a controller's too,
         # so the capture sees what an old holder sends to the VIP's next
         # holder (the road-warrior setup gave controllers no client conn)
@@ -502,6 +522,7 @@ class Failover(object):
             # as the deploy left them
             self.road_warrior_files(remove=True)
             self.restart_plutos(road_warrior=False)
+            self.safety_net('add')
         self.lab.guest.run(['sync'])
         result = self.analyse(pcap, ping, starts, ends, moves)
         for move, ms in zip(result['moves'], took):
