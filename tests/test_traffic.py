@@ -119,6 +119,22 @@ class TestEcho(base.TestCase):
         self.assertEqual(len(lost), sum(got['send_errors'].values()))
         self.assertEqual(got['sent'] - len(lost), got['received'])
 
+    def test_a_second_address_answers_from_itself(self):
+        # a VIP on B: the reply must come from the VIP, not B's own address
+        vip = '198.51.100.9'
+        self.ip(B, 'addr', 'add', vip + '/32', 'dev', 'lo')
+        self.ip(A, 'route', 'add', vip + '/32', 'via', B)
+        b = self.start(B)
+        a = self.go(*self.start(A, vip, B))
+        time.sleep(1)
+        got = self.stop(*a)['targets']
+        answered = self.stop(*b)['answered']
+        self.assertEqual([vip, B], [t['address'] for t in got])
+        for t in got:
+            self.assertGreater(t['sent'], 20, t['address'])
+            self.assertEqual([], t['lost_seqs'], t['address'])
+        self.assertGreaterEqual(answered, got[0]['sent'] + got[1]['sent'])
+
     def test_a_silent_peer_loses_everything(self):
         a = self.go(*self.start(A, B))
         time.sleep(0.5)

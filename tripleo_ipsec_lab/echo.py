@@ -46,6 +46,13 @@ GRACE_S = 2.0
 BUFFER = 8 * 1024 * 1024
 # SO_SNDBUFFORCE, SO_RCVBUFFORCE (Linux): root may exceed wmem_max/rmem_max
 SNDBUFFORCE, RCVBUFFORCE = 32, 33
+# IP_PKTINFO (not in Python's socket module), and IPv6's: a reply leaves
+# from the address the probe came to (a VIP's, not the node's own)
+IP_PKTINFO = 8
+PKTINFO = {socket.AF_INET: (socket.IPPROTO_IP, IP_PKTINFO, IP_PKTINFO,
+                            struct.Struct('=I4s4s')),
+           socket.AF_INET6: (socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO,
+                             socket.IPV6_PKTINFO, struct.Struct('=16sI'))}
 MARKER = b'tripleo-ipsec:pb'            # tripleo_ipsec.node.wire.MARKER
 REQUEST, REPLY = b'Q', b'A'
 HEAD = struct.Struct('!HI')             # target index, sequence number
@@ -58,12 +65,24 @@ def _sockets(port):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        level, recv, _, _ = PKTINFO[family]
+        sock.setsockopt(level, recv, 1)
         sock.setsockopt(socket.SOL_SOCKET, SNDBUFFORCE, BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, RCVBUFFORCE, BUFFER)
         sock.bind((any_address, port))
         sock.setblocking(False)
         socks[family] = sock
     return socks
+
+
+def reply_info(family, data):
+    """The pktinfo a reply sends with: from the probe's destination."""
+    info = PKTINFO[family][3]
+    if family == socket.AF_INET:
+        _, _, destination = info.unpack(data[:info.size])
+        return info.pack(0, destination, bytes(4))
+    destination, _ = info.unpack(data[:info.size])
+    return info.pack(destination, 0)
 
 
 def lost(sent, received):
@@ -112,14 +131,20 @@ def run(port, interval, report, targets):
         except InterruptedError:
             continue
         for sock in ready:
+            level, _, kind, info = PKTINFO[sock.family]
             while True:
                 try:
-                    data, peer = sock.recvfrom(2048)
+                    data, anc, _, peer = sock.recvmsg(
+                        2048, socket.CMSG_SPACE(info.size))
                 except (BlockingIOError, InterruptedError):
                     break
                 if data[:1] == REQUEST:
+                    # from the address the probe was sent to
+                    to = [(lvl, typ, reply_info(sock.family, d))
+                          for lvl, typ, d in anc
+                          if (lvl, typ) == (level, kind)]
                     try:
-                        sock.sendto(REPLY + data[1:], peer[:2])
+                        sock.sendmsg([REPLY + data[1:]], to, 0, peer[:2])
                         answered += 1
                     except OSError:
                         pass        # the prober counts it as lost

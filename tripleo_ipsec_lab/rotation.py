@@ -16,7 +16,8 @@
   stopped replacing conns for a key change: on every node at once, the new
   secrets written, every conn of ours deleted, the secrets reread, every
   conn added again and the initiators initiating (the apply module's old
-  replace path, step for step).
+  replace path, step for step), without the kernel safety net, which did
+  not exist then (put back afterwards).
 - ``psk``: ``IpsecKeyEpoch`` bumped through the real deploy (Heat resolves
   the new value, config-download's steps run the role): new keys staged on
   every node, then reread on every node in one task.  Inside the window,
@@ -209,7 +210,16 @@ class Rotation(object):
                        and c.name in loaded[node]]
             replace = [c.name for c in mine if c.kind != plan.VIP_HOLDER]
             replace += holders
-            lines = ['cp -p %s/*.secrets %s/*.conf /etc/ipsec.d/' % (etc, etc)]
+            # the product had no safety net then: without it, as it was;
+            # put back at the end, under the reloaded conns
+            net = ['src %s dst %s dir %s' % (_host(a), _host(b), d)
+                   for c in mine if c.kind != plan.VIP_HOLDER
+                   for a, b, d in ((c.left, c.right, 'out'),
+                                   (c.right, c.left, 'in'))]
+            lines = ['ip xfrm policy deleteall priority %d action block'
+                     % names.NET_PRIORITY]
+            lines.append('cp -p %s/*.secrets %s/*.conf /etc/ipsec.d/'
+                         % (etc, etc))
             lines += ['%s --ctlsocket %s --delete --name %s' % (WHACK, ctl, c)
                       for c in replace]
             lines.append('%s --ctlsocket %s --rereadsecrets' % (WHACK, ctl))
@@ -226,6 +236,9 @@ class Rotation(object):
                       if c.kind == plan.HOST and c.initiator]
             lines.append('cp -p %s/%s /etc/ipsec.d/' % (
                 etc, os.path.basename(names.MANIFEST)))
+            lines += ['ip xfrm policy add %s priority %d mark %s mask %s '
+                      'action block' % ((sel, names.NET_PRIORITY) +
+                                        names.NET_MARK) for sel in net]
             return '\n'.join(lines)
         self.on_every_node(script)
         return {'procedure': 'delete, reread, add, initiate every conn'}
@@ -346,6 +359,10 @@ class Rotation(object):
                            listed.items() if peer != node):
                     unseen.setdefault(node, []).append(nick)
         return unseen
+
+
+def _host(address):
+    return address + ('/128' if ':' in address else '/32')
 
 
 PUBKEY = re.compile(r'^(?:000 )?\S.*\bKey \S+ .*until (.+?)(?: warning|'
