@@ -524,11 +524,20 @@ class TestAuthCert(RoleTestCase):
         # the switch: every conn replaced in place, none deleted first; the
         # certificates are there already
         the_plan, self._out = self.bundle(computes=1, **self.cert_opts)
+        sizes = {n: os.path.getsize(node.log)
+                 for n, node in self.nodes.nodes.items()}
         switched = self.deploy(self._out)
         self.assertEqual({n: [] for n in self.nodes.nodes}, self.issued())
         for name, result in switched.items():
             self.assertEqual(sorted(before[name]), result['replaced'], name)
             self.assertEqual([], result['deleted'], name)
+            # the PSKs are forgotten only once no conn uses them: in the
+            # switch's part of the log, no reread before the first add
+            with open(self.nodes.nodes[name].log) as f:
+                f.seek(sizes[name])
+                log = f.read()
+            self.assertLess(log.index('added IKEv2 connection'),
+                            log.index('forgetting secrets'), name)
         self.assertEqual(held, self.held())
         for name, host_plan in the_plan.hosts.items():
             node = self.nodes.nodes[name]

@@ -243,15 +243,24 @@ def present(module, lw, root, files, manifest_path):
     # alone (RFC 7296 2.15): live SAs and their rekeys never read it again.
     # Staged, the new keys wait on disk until the role's next task rereads
     # them on every node at once; conns added now need theirs first.
-    if secrets_changed and (touched or not module.params['stage']):
+    new_keys = any(p.endswith('.secrets') for p in result['written'])
+    reread = new_keys and (touched or not module.params['stage'])
+    if reread:
         lw.rereadsecrets()
     else:
-        result['staged'] = secrets_changed
+        result['staged'] = new_keys
     sections = {}
     for rel, entry in files.items():
         if rel.endswith('.conf'):
             sections.update(split_conf(entry['content']))
     lw.add(sections, touched)
+    # Keys that are gone (psk -> cert) are forgotten only now that no conn
+    # of ours uses them: until its replacement a psk conn may still have
+    # to authenticate (a peer's Delete revives it), and pluto 4.10 without
+    # its key failed that with an internal error, then aborted
+    # (ikev2_process_sa_payload assertion) in the lab's switch.
+    if secrets_changed and not reread and not result['staged']:
+        lw.rereadsecrets()
     if module.params['initiate']:
         for name in sorted(set(touched) & set(new.get('initiate', []))):
             lw.initiate(name)
