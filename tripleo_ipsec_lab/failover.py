@@ -58,6 +58,7 @@ import shutil
 import subprocess
 import time
 
+from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec.node import wire
 from tripleo_ipsec_lab import cluster as cluster_mod
@@ -387,16 +388,8 @@ class Failover(object):
         mine = self.peer.addresses[self.vip.network]
         for src, dst, direction in ((mine, self.vip.address, 'out'),
                                     (self.vip.address, mine, 'in')):
-            args = ['ip', 'xfrm', 'policy', op,
-                    'src', src + ('/128' if ':' in src else '/32'),
-                    'dst', dst + ('/128' if ':' in dst else '/32'),
-                    'dir', direction,
-                    'priority', str(names.NET_PRIORITY)]
-            if op == 'add':
-                args += ['mark', names.NET_MARK[0],
-                         'mask', names.NET_MARK[1]]
-            self.lab.guest.run(args + ['action', 'block'],
-                               netns=self.peer.name)
+            self.lab.guest.run(['ip'] + libreswan.net_policy(
+                op, src, dst, direction), netns=self.peer.name)
 
     def towards_vip(self, host):
         """HOST's own conns towards the VIP (its trap when it is a peer)."""

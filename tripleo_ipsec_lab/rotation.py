@@ -212,7 +212,7 @@ class Rotation(object):
             replace += holders
             # the product had no safety net then: without it, as it was;
             # put back at the end, under the reloaded conns
-            net = ['src %s dst %s dir %s' % (_host(a), _host(b), d)
+            net = [' '.join(['ip'] + libreswan.net_policy('add', a, b, d))
                    for c in mine if c.kind != plan.VIP_HOLDER
                    for a, b, d in ((c.left, c.right, 'out'),
                                    (c.right, c.left, 'in'))]
@@ -236,9 +236,7 @@ class Rotation(object):
                       if c.kind == plan.HOST and c.initiator]
             lines.append('cp -p %s/%s /etc/ipsec.d/' % (
                 etc, os.path.basename(names.MANIFEST)))
-            lines += ['ip xfrm policy add %s priority %d mark %s mask %s '
-                      'action block' % ((sel, names.NET_PRIORITY) +
-                                        names.NET_MARK) for sel in net]
+            lines += net
             return '\n'.join(lines)
         self.on_every_node(script)
         return {'procedure': 'delete, reread, add, initiate every conn'}
@@ -359,10 +357,6 @@ class Rotation(object):
                            listed.items() if peer != node):
                     unseen.setdefault(node, []).append(nick)
         return unseen
-
-
-def _host(address):
-    return address + ('/128' if ':' in address else '/32')
 
 
 PUBKEY = re.compile(r'^(?:000 )?\S.*\bKey \S+ .*until (.+?)(?: warning|'

@@ -321,20 +321,26 @@ class Libreswan(object):
             str(names.NET_PRIORITY), 'action', 'block').stdout)
 
     def net_add(self, src, dst, direction):
-        mark, mask = names.NET_MARK
-        self.ip('xfrm', 'policy', 'add', 'src', _host_prefix(src),
-                'dst', _host_prefix(dst), 'dir', direction,
-                'priority', str(names.NET_PRIORITY), 'mark', mark,
-                'mask', mask, 'action', 'block')
+        self.ip(*net_policy('add', src, dst, direction))
 
     def net_delete(self, src, dst, direction):
-        # deleteall picks ours by priority and action from a dump, then
-        # deletes each by its index and mark; a plain delete by selector
-        # and mark 0/0xffffffff took pluto's mark-less policy for the same
-        # pair instead (kernel 6.18), and one by index found nothing
-        self.ip('xfrm', 'policy', 'deleteall', 'src', _host_prefix(src),
-                'dst', _host_prefix(dst), 'dir', direction,
-                'priority', str(names.NET_PRIORITY), 'action', 'block')
+        self.ip(*net_policy('deleteall', src, dst, direction))
+
+
+def net_policy(op, src, dst, direction):
+    """``ip`` arguments that add (or delete) one policy of the net.
+
+    Deletes go through deleteall, which picks ours by priority and action
+    from a dump and deletes each by its index and mark: a plain delete by
+    selector and mark 0/0xffffffff took pluto's mark-less policy for the
+    same pair instead (kernel 6.18), and one by index found nothing.
+    """
+    args = ['xfrm', 'policy', op, 'src', _host_prefix(src),
+            'dst', _host_prefix(dst), 'dir', direction,
+            'priority', str(names.NET_PRIORITY)]
+    if op == 'add':
+        args += ['mark', names.NET_MARK[0], 'mask', names.NET_MARK[1]]
+    return args + ['action', 'block']
 
 
 def holder_conns(manifest):
