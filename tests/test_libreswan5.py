@@ -30,6 +30,7 @@ TestTheCheckCanFail shows the check failing on what it must catch.
 """
 
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -569,6 +570,12 @@ class TestApplyOn5(Libreswan5TestCase):
         # routed on demand (traps in place), none established (no ESP)
         self.assertEqual({'routed-ondemand'},
                          {status[n].routing for n in wanted})
+        # the addresses 5.2 listens on, as the apply module reads them
+        self.assertEqual(
+            {str(ipaddress.ip_address(a)) for h in topo.hosts
+             if h.name == host for a in h.addresses.values()},
+            libreswan.parse_interfaces(lw.whack('--status').stdout) -
+            {'127.0.0.1', '::1'})
         for rel in files:
             if rel.endswith('.conf'):
                 with open(os.path.join(root, rel)) as f:

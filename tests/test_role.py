@@ -175,6 +175,62 @@ class TestApply(RoleTestCase):
         # the holder's side is the agent's: the net stays as it was
         self.assertEqual(net, node.lw.net())
 
+    def test_rescan_only_for_an_address_pluto_lacks(self):
+        """Conns load by name, with a rescan only for a new address.
+
+        No rescan (which rereads the secrets) for addresses pluto listens
+        on; one for a network new on the node.
+        """
+        self.nodes.add('n0', ['192.0.2.1'])
+        node = self.nodes.nodes['n0']
+        lw = node.lw
+
+        def conn(name, left):
+            return libreswan.split_conf(
+                'conn %s\n\tleft=%s\n\tright=192.0.2.99\n'
+                '\tauthby=secret\n\tikev2=insist\n\ttype=transport\n'
+                '\tauto=ondemand\n' % (name, left))
+
+        def log_since(size):
+            with open(node.log) as f:
+                f.seek(size)
+                return f.read()
+        size = os.path.getsize(node.log)
+        self.assertEqual({}, lw.add(conn('known', '192.0.2.1'), ['known']))
+        self.assertEqual('prospective erouted', lw.status()['known'].routing)
+        self.assertNotIn('forgetting secrets', log_since(size))
+        self.assertNotIn('listening for IKE messages', log_since(size))
+        # a network new on the node: its address came after pluto started
+        node.exec_(['ip', 'addr', 'add', '192.0.2.2/32', 'dev', 'lo'])
+        self.assertNotIn('192.0.2.2', libreswan.parse_interfaces(
+            lw.whack('--status').stdout))
+        # the control: loaded without the rescan, the conn cannot orient
+        # and pluto refuses to route it
+        path = os.path.join(self.tempdir(), 'control.conf')
+        with open(path, 'w') as f:
+            f.write('config setup\n\n' +
+                    conn('blind', '192.0.2.2')['blind'])
+        node.exec_(['ipsec', 'addconn', '--ctlsocket', node.ctlsocket,
+                    '--config', path, 'blind'])
+        self.assertEqual('unrouted', lw.status()['blind'].routing)
+        self.assertNotEqual(0, lw.whack('--route', '--name', 'blind',
+                                        check=False).returncode)
+        lw.delete('blind')
+        size = os.path.getsize(node.log)
+        self.assertEqual({}, lw.add(conn('new', '192.0.2.2'), ['new']))
+        self.assertIn('listening for IKE messages', log_since(size))
+        self.assertIn('192.0.2.2', libreswan.parse_interfaces(
+            lw.whack('--status').stdout))
+        self.assertEqual('prospective erouted', lw.status()['new'].routing)
+        # a conn pluto refuses is named, with addconn's reason
+        bad = libreswan.split_conf('conn bad\n\tleft=192.0.2.1\n'
+                                   '\tright=192.0.2.98\n\tauthby=rsasig\n'
+                                   '\tleftcert=nowhere\n\tikev2=insist\n'
+                                   '\tauto=ondemand\n')
+        failed = lw.add(bad, ['bad'])
+        self.assertEqual(['bad'], list(failed))
+        self.assertNotIn('bad', lw.status())
+
 
 class TestChanges(RoleTestCase):
     """Only the conns a change touches are touched."""
@@ -531,13 +587,16 @@ class TestAuthCert(RoleTestCase):
         for name, result in switched.items():
             self.assertEqual(sorted(before[name]), result['replaced'], name)
             self.assertEqual([], result['deleted'], name)
-            # the PSKs are forgotten only once no conn uses them: in the
-            # switch's part of the log, no reread before the first add
+            # no secrets reread in the switch: before the adds one left
+            # psk conns without keys (pluto 4.10 aborted), and after them
+            # one frees the private keys the cert conns sign with (#1894)
             with open(self.nodes.nodes[name].log) as f:
                 f.seek(sizes[name])
                 log = f.read()
-            self.assertLess(log.index('added IKEv2 connection'),
-                            log.index('forgetting secrets'), name)
+            self.assertIn('added IKEv2 connection', log)
+            self.assertEqual(-1, log.find('forgetting secrets'), name)
+            self.assertEqual([], result['not_loaded'], name)
+            self.assertTrue(result['secrets_kept'], name)
         self.assertEqual(held, self.held())
         for name, host_plan in the_plan.hosts.items():
             node = self.nodes.nodes[name]
@@ -550,8 +609,9 @@ class TestAuthCert(RoleTestCase):
                 self.assertEqual(('rsasig', conn.cert),
                                  (loaded[conn.name].auth,
                                   loaded[conn.name].cert), conn.name)
-            # no PSK is left on the node
-            self.assertEqual([], node.psks(), name)
+            # no PSK is left on disk; pluto 4.10 keeps the old ones, which
+            # no conn uses, until its next start
+            self.assertTrue(node.psks(), name)
             self.assertFalse([f for f in node.files()
                               if f.endswith('.secrets')], name)
         # a rerun changes nothing: the certificates are tracked already
@@ -574,6 +634,14 @@ class TestAuthCert(RoleTestCase):
                             'pluto did not reread the renewed certificate')
             time.sleep(0.5)
         self.assertEqual(serials, self.serials())
+        # the old PSKs go with pluto's next start
+        node.lw.whack('--shutdown')
+        deadline = time.monotonic() + 30
+        while os.path.exists(node.ctlsocket):
+            self.assertLess(time.monotonic(), deadline, 'pluto stays')
+            time.sleep(0.2)
+        node.start_pluto()
+        self.assertEqual([], node.psks())
 
     def test_cert_without_its_ca_file_fails_before_loading(self):
         opts = dict(self.cert_opts, cert_trust=('/nonexistent/ca.pem',))

@@ -57,6 +57,19 @@ _CERT = re.compile(r'^(?:000 )?(?:End|Root CA|CA) certificate "([^"]+)" - '
                    r'SN: (0x[0-9a-f]+)')
 _CERT_FIELD = re.compile(r'^(?:000 )?\s+(subject|issuer|not after): (.*)$')
 _CERT_TIME = '%a %b %d %H:%M:%S %Y'
+# whack --status: an address pluto listens on for IKE over UDP, IPv6 in
+# brackets ("000 interface eth1 UDP 172.16.2.10:500" in 4.x,
+# "interface eth1 172.16.2.10:UDP/500" in 5.x)
+_IFACE = re.compile(r'^(?:000 )?interface \S+ (?:UDP )?\[?([0-9A-Fa-f.:]+?)'
+                    r'\]?:(?:UDP/)?\d+(?:\s|$)', re.M)
+_LEFT = re.compile(r'^\s+left=(\S+)', re.M)
+_ONDEMAND = re.compile(r'^\s+auto=ondemand\s*$', re.M)
+# The first libreswan whose secrets reread keeps a private key alive while
+# a crypto helper signs with it (libreswan #1894).  Before it, a reread
+# (whack --rereadsecrets, or the secrets reload every whack --listen does)
+# frees the keys of every cert conn under the helpers: in the lab's
+# psk -> cert switch, 4.10's pluto died 15 ms after one.
+SAFE_REREAD = (5, 2)
 
 # Where ipsec.conf differs between libreswan majors, and only here: what a
 # conn says, as each major wants it written.  Checked with the real ones:
@@ -137,6 +150,11 @@ def parse_status(text):
             conns.setdefault(match.group(1), Conn(match.group(1))).cert = \
                 match.group(2)
     return conns
+
+
+def parse_interfaces(text):
+    """``whack --status`` -> the addresses pluto listens on for IKE."""
+    return {str(ipaddress.ip_address(a)) for a in _IFACE.findall(text)}
 
 
 def parse_certs(text):
@@ -266,10 +284,17 @@ class Libreswan(object):
         """Load ``names`` in one addconn run (one parse), routing traps.
 
         ``sections`` maps every conn name to its section text, so the shared
-        sections the conns include come along.
+        sections the conns include come along.  Returns {name: why} for
+        those pluto did not load (a certificate it cannot find, say); the
+        kernel's safety net covers their pairs meanwhile.
+
+        The conns are named, never ``--autoall``: that one also sends
+        ``--listen``, which rereads the secrets (see SAFE_REREAD).  Only an
+        address of theirs that pluto does not listen on yet (a network new
+        on this node) needs that rescan.
         """
         if not names:
-            return
+            return {}
         wanted, seen = [], set()
 
         def pull(name):
@@ -281,16 +306,31 @@ class Libreswan(object):
             wanted.append(sections[name])
         for name in names:
             pull(name)
+        lefts = {str(ipaddress.ip_address(m.group(1))) for m in
+                 (_LEFT.search(sections[n]) for n in names) if m}
+        status = self.whack('--status').stdout
+        if lefts - parse_interfaces(status):
+            self.whack('--listen')
         fd, path = tempfile.mkstemp(prefix='tripleo-ipsec-', suffix='.conf')
         try:
             with os.fdopen(fd, 'w') as f:
                 f.write('config setup\n\n' + '\n'.join(wanted))
-            # --autoall adds every conn of this file and routes the
-            # auto=ondemand ones; the shared sections (no auto=) stay out
-            self._run(self.ipsec + ['addconn', '--ctlsocket', self.ctlsocket,
-                                    '--config', path, '--autoall'])
+            # named conns are added (replacing one of the same name in
+            # pluto, in one request) whatever their auto=; addconn's exit
+            # status is its last conn's, so what loaded is asked below
+            result = self._run(self.ipsec + [
+                'addconn', '--ctlsocket', self.ctlsocket, '--config',
+                path] + list(names), check=False)
         finally:
             os.unlink(path)
+        loaded = self.status()
+        why = ' '.join((result.stderr or result.stdout).strip()
+                       .splitlines()[-1:]) or 'see pluto\'s log'
+        failed = {n: why for n in names if n not in loaded}
+        for name in names:
+            if name not in failed and _ONDEMAND.search(sections[name]):
+                self.whack('--route', '--name', name)
+        return failed
 
     def delete(self, name):
         self.whack('--delete', '--name', name)
@@ -300,6 +340,17 @@ class Libreswan(object):
 
     def rereadsecrets(self):
         self.whack('--rereadsecrets')
+
+    def reread_is_safe(self, status=None):
+        """May the secrets be reread now without risking pluto (#1894)?
+
+        Yes on SAFE_REREAD and later, or while no loaded conn signs with a
+        certificate's private key.
+        """
+        if self.version >= SAFE_REREAD:
+            return True
+        status = self.status() if status is None else status
+        return not any(c.auth == 'rsasig' for c in status.values())
 
     def certs(self):
         """The certificates pluto holds: {nickname: cert} (parse_certs)."""

@@ -20,9 +20,17 @@ description:
     removes files of the previous bundle that are gone, then reconciles the
     running pluto conn by conn from the bundle's manifest, adding new conns,
     replacing changed ones in place and deleting those no longer in the
-    bundle, all new and changed conns in one C(addconn) run.  Pluto is
-    never restarted.  Nothing changes when the bundle is what is
+    bundle, all new and changed conns in one C(addconn) run, by name.
+    Pluto is never restarted.  Nothing changes when the bundle is what is
     installed.
+  - Conns pluto refuses to load (a certificate it cannot find) are listed
+    in the result's C(not_loaded); the safety net covers their pairs and
+    C(tripleo-ipsec verify) names them.
+  - Secrets are never reread while a loaded conn signs with a
+    certificate on libreswan older than 5.2 (libreswan bug 1894: the
+    reread frees private keys a crypto helper is using).  Keys a psk to
+    cert switch removed then stay in pluto's memory, unused, until its
+    next start (result C(secrets_kept)).
   - With failure policy private (the manifest's C(net)), first installs
     the kernel's safety net for every pair it leaves loaded (one
     C(action block) xfrm policy per direction, below pluto's), so that a
@@ -177,7 +185,7 @@ def present(module, lw, root, files, manifest_path):
                          'the installed manifest')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
               'deleted': [], 'staged': False, 'net_added': [],
-              'net_removed': []}
+              'net_removed': [], 'not_loaded': [], 'secrets_kept': False}
 
     for rel, entry in sorted(files.items()):
         if rel == manifest_path:
@@ -242,27 +250,33 @@ def present(module, lw, root, files, manifest_path):
     # A new key changes secrets files only.  Pluto uses a PSK in IKE_AUTH
     # alone (RFC 7296 2.15): live SAs and their rekeys never read it again.
     # Staged, the new keys wait on disk until the role's next task rereads
-    # them on every node at once; conns added now need theirs first.
+    # them on every node at once; conns added now need theirs first.  A
+    # reread while cert conns sign may kill pluto 4.10 (SAFE_REREAD): it
+    # waits for the conns that replace them, or for pluto's next start.
     new_keys = any(p.endswith('.secrets') for p in result['written'])
     reread = new_keys and (touched or not module.params['stage'])
-    if reread:
+    result['staged'] = new_keys and not reread
+    if reread and lw.reread_is_safe(status):
         lw.rereadsecrets()
-    else:
-        result['staged'] = new_keys
+        reread = False
     sections = {}
     for rel, entry in files.items():
         if rel.endswith('.conf'):
             sections.update(split_conf(entry['content']))
-    lw.add(sections, touched)
+    result['not_loaded'] = sorted(lw.add(sections, touched))
     # Keys that are gone (psk -> cert) are forgotten only now that no conn
     # of ours uses them: until its replacement a psk conn may still have
     # to authenticate (a peer's Delete revives it), and pluto 4.10 without
     # its key failed that with an internal error, then aborted
     # (ikev2_process_sa_payload assertion) in the lab's switch.
-    if secrets_changed and not reread and not result['staged']:
-        lw.rereadsecrets()
+    if reread or (secrets_changed and not new_keys):
+        if lw.reread_is_safe():
+            lw.rereadsecrets()
+        else:
+            result['secrets_kept'] = True
     if module.params['initiate']:
-        for name in sorted(set(touched) & set(new.get('initiate', []))):
+        for name in sorted(set(touched) & set(new.get('initiate', [])) -
+                           set(result['not_loaded'])):
             lw.initiate(name)
     # the pairs this node no longer protects, once their conns are gone
     for key in net_drop:
