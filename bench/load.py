@@ -20,8 +20,9 @@ tripleo-ipsec renders for a node with N peers on one network (one shared
 ``also=`` section, ``auto=ondemand``).
 
 - ``bulk``: what the tripleo_ipsec role does, ``Libreswan.add``: one
-  ``ipsec addconn --autoall`` over a file of just those conns, which also
-  installs every conn's trap policy.
+  ``ipsec addconn`` naming every conn of a file of just those conns, then
+  one ``whack --route`` by the alias they carry for this load, which
+  installs every conn's trap policy (checked: all of them routed).
 - ``one-by-one``: how tripleo-ipsec's old role and linux-system-roles load,
   one ``ipsec auto --add <conn>`` per conn against the whole config (each
   call parses it again); it only adds, it does not route.
@@ -100,10 +101,15 @@ def measure(count, mode, workdir):
                            scratch.ctl, '--add', name], timeout=600,
                           check=True)
         elapsed = time.perf_counter() - start
-        loaded = set(lw.status()) & set(names)
+        status = lw.status()
+        loaded = set(status) & set(names)
         if len(loaded) != count:
             raise RuntimeError('%s: %d of %d conns loaded'
                                % (mode, len(loaded), count))
+        routed = {n for n in loaded if status[n].routing != 'unrouted'}
+        if mode == 'bulk' and routed != loaded:
+            raise RuntimeError('bulk: %d of %d conns routed'
+                               % (len(routed), count))
         return elapsed
     finally:
         scratch.stop()

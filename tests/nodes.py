@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 
 from tests import pluto
@@ -87,6 +88,17 @@ class Node(object):
                     '--nssdir', '/etc/ipsec.d', '--rundir', self.rundir,
                     '--logfile', self.log])
         self.lw.whack('--status')
+
+    def restart_pluto(self):
+        """Shut pluto down, wait for it to be gone, start it again."""
+        self.lw.whack('--shutdown')
+        pidfile = os.path.join(self.rundir, 'pluto.pid')
+        deadline = time.monotonic() + 30
+        while os.path.exists(self.ctlsocket) or os.path.exists(pidfile):
+            if time.monotonic() > deadline:
+                raise RuntimeError('pluto of %s did not stop' % self.name)
+            time.sleep(0.2)
+        self.start_pluto()
 
     def conns(self):
         """{name: libreswan.Conn} of our conns pluto has loaded."""

@@ -635,12 +635,7 @@ class TestAuthCert(RoleTestCase):
             time.sleep(0.5)
         self.assertEqual(serials, self.serials())
         # the old PSKs go with pluto's next start
-        node.lw.whack('--shutdown')
-        deadline = time.monotonic() + 30
-        while os.path.exists(node.ctlsocket):
-            self.assertLess(time.monotonic(), deadline, 'pluto stays')
-            time.sleep(0.2)
-        node.start_pluto()
+        node.restart_pluto()
         self.assertEqual([], node.psks())
 
     def test_cert_without_its_ca_file_fails_before_loading(self):

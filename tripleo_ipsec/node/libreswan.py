@@ -280,20 +280,20 @@ class Libreswan(object):
     def status(self):
         return parse_status(self.whack('--status').stdout)
 
-    def add(self, sections, names):
-        """Load ``names`` in one addconn run (one parse), routing traps.
+    def add(self, sections, conns):
+        """Load ``conns`` in one addconn run (one parse), then their traps.
 
         ``sections`` maps every conn name to its section text, so the shared
         sections the conns include come along.  Returns {name: why} for
-        those pluto did not load (a certificate it cannot find, say); the
-        kernel's safety net covers their pairs meanwhile.
+        those pluto did not load (a certificate it cannot find, say) or
+        route; the kernel's safety net covers their pairs meanwhile.
 
         The conns are named, never ``--autoall``: that one also sends
         ``--listen``, which rereads the secrets (see SAFE_REREAD).  Only an
         address of theirs that pluto does not listen on yet (a network new
         on this node) needs that rescan.
         """
-        if not names:
+        if not conns:
             return {}
         wanted, seen = [], set()
 
@@ -304,10 +304,18 @@ class Libreswan(object):
             for other in includes(sections[name]):
                 pull(other)
             wanted.append(sections[name])
-        for name in names:
+        for name in conns:
             pull(name)
+        # the traps go in with one whack: the ondemand conns carry this
+        # load's own alias (only these: a conn another load left unrouted,
+        # such as a VIP holder's own conn to its VIP, stays so)
+        batch = '%s-load-%d' % (names.PREFIX, time.time_ns())
+        ondemand = [n for n in conns if _ONDEMAND.search(sections[n])]
+        for name in ondemand:
+            at = wanted.index(sections[name])
+            wanted[at] = _with_alias(wanted[at], batch)
         lefts = {str(ipaddress.ip_address(m.group(1))) for m in
-                 (_LEFT.search(sections[n]) for n in names) if m}
+                 (_LEFT.search(sections[n]) for n in conns) if m}
         status = self.whack('--status').stdout
         if lefts - parse_interfaces(status):
             self.whack('--listen')
@@ -320,16 +328,24 @@ class Libreswan(object):
             # status is its last conn's, so what loaded is asked below
             result = self._run(self.ipsec + [
                 'addconn', '--ctlsocket', self.ctlsocket, '--config',
-                path] + list(names), check=False)
+                path] + list(conns), check=False)
         finally:
             os.unlink(path)
         loaded = self.status()
         why = ' '.join((result.stderr or result.stdout).strip()
                        .splitlines()[-1:]) or 'see pluto\'s log'
-        failed = {n: why for n in names if n not in loaded}
-        for name in names:
-            if name not in failed and _ONDEMAND.search(sections[name]):
-                self.whack('--route', '--name', name)
+        failed = {n: why for n in conns if n not in loaded}
+        if set(ondemand) - set(failed):
+            result = self.whack('--route', '--name', batch, check=False)
+            if result.returncode:
+                # pluto says which it could not route (to a local address,
+                # say): those are named, the rest are routed
+                loaded = self.status()
+                why = 'not routed: %s' % ' '.join(
+                    (result.stderr or result.stdout).strip()
+                    .splitlines()[-1:])
+                failed.update((n, why) for n in ondemand if n in loaded
+                              and loaded[n].routing == 'unrouted')
         return failed
 
     def delete(self, name):
@@ -392,6 +408,16 @@ def net_policy(op, src, dst, direction):
     if op == 'add':
         args += ['mark', names.NET_MARK[0], 'mask', names.NET_MARK[1]]
     return args + ['action', 'block']
+
+
+def _with_alias(section, alias):
+    """A conn section that also answers to ALIAS (its connalias words)."""
+    match = re.search(r'^(\s+)connalias=("?)([^"\n]*)\2\s*$', section, re.M)
+    if match:
+        return '%s%sconnalias="%s %s"%s' % (
+            section[:match.start()], match.group(1), match.group(3).strip(),
+            alias, section[match.end():])
+    return section.rstrip('\n') + '\n\tconnalias=%s\n' % alias
 
 
 def holder_conns(manifest):
