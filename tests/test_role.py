@@ -185,11 +185,11 @@ class TestApply(RoleTestCase):
         node = self.nodes.nodes['n0']
         lw = node.lw
 
-        def conn(name, left):
+        def conn(name, left, right='192.0.2.99'):
             return libreswan.split_conf(
-                'conn %s\n\tleft=%s\n\tright=192.0.2.99\n'
+                'conn %s\n\tleft=%s\n\tright=%s\n'
                 '\tauthby=secret\n\tikev2=insist\n\ttype=transport\n'
-                '\tauto=ondemand\n' % (name, left))
+                '\tauto=ondemand\n' % (name, left, right))
 
         def log_since(size):
             with open(node.log) as f:
@@ -222,6 +222,15 @@ class TestApply(RoleTestCase):
         self.assertIn('192.0.2.2', libreswan.parse_interfaces(
             lw.whack('--status').stdout))
         self.assertEqual('prospective erouted', lw.status()['new'].routing)
+        # a conn to an address of the node's own (a VIP it holds) cannot
+        # orient: left unrouted, as the VIP's agent wants, and no failure
+        self.assertEqual({}, lw.add(conn('mine', '192.0.2.1', '192.0.2.2'),
+                                    ['mine']))
+        self.assertEqual('unrouted', lw.status()['mine'].routing)
+        # one with no end here is named as not routed
+        failed = lw.add(conn('nowhere', '198.51.100.1'), ['nowhere'])
+        self.assertEqual(['nowhere'], list(failed))
+        self.assertIn('not routed', failed['nowhere'])
         # a conn pluto refuses is named, with addconn's reason
         bad = libreswan.split_conf('conn bad\n\tleft=192.0.2.1\n'
                                    '\tright=192.0.2.98\n\tauthby=rsasig\n'

@@ -63,6 +63,7 @@ _CERT_TIME = '%a %b %d %H:%M:%S %Y'
 _IFACE = re.compile(r'^(?:000 )?interface \S+ (?:UDP )?\[?([0-9A-Fa-f.:]+?)'
                     r'\]?:(?:UDP/)?\d+(?:\s|$)', re.M)
 _LEFT = re.compile(r'^\s+left=(\S+)', re.M)
+_RIGHT = re.compile(r'^\s+right=(\S+)', re.M)
 _ONDEMAND = re.compile(r'^\s+auto=ondemand\s*$', re.M)
 # The first libreswan whose secrets reread keeps a private key alive while
 # a crypto helper signs with it (libreswan #1894).  Before it, a reread
@@ -338,14 +339,19 @@ class Libreswan(object):
         if set(ondemand) - set(failed):
             result = self.whack('--route', '--name', batch, check=False)
             if result.returncode:
-                # pluto says which it could not route (to a local address,
-                # say): those are named, the rest are routed
-                loaded = self.status()
+                # pluto says which it could not route: those are named, the
+                # rest are routed.  A conn to an address of this node's own
+                # (a VIP it holds) cannot orient, and its OCF agent keeps
+                # it unrouted anyway: not a failure.
+                text = self.whack('--status').stdout
+                loaded, here = parse_status(text), parse_interfaces(text)
                 why = 'not routed: %s' % ' '.join(
                     (result.stderr or result.stdout).strip()
                     .splitlines()[-1:])
-                failed.update((n, why) for n in ondemand if n in loaded
-                              and loaded[n].routing == 'unrouted')
+                failed.update(
+                    (n, why) for n in ondemand if n in loaded and
+                    loaded[n].routing == 'unrouted' and
+                    _right(sections[n]) not in here)
         return failed
 
     def delete(self, name):
@@ -408,6 +414,11 @@ def net_policy(op, src, dst, direction):
     if op == 'add':
         args += ['mark', names.NET_MARK[0], 'mask', names.NET_MARK[1]]
     return args + ['action', 'block']
+
+
+def _right(section):
+    match = _RIGHT.search(section)
+    return str(ipaddress.ip_address(match.group(1))) if match else None
 
 
 def _with_alias(section, alias):
