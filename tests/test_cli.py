@@ -49,6 +49,8 @@ DEFAULT_OPTIONS = {
     'ike': 'aes_gcm256-sha2_256-dh19',
     'esp': 'aes_gcm256',
     'failure_policy': 'private',
+    'encapsulation': 'auto',
+    'compress': False,
     'key_epoch': 0,
     'auth': 'psk',
     'cert_ca': '',
@@ -694,6 +696,18 @@ class TestBadInput(CliTestCase):
         path = self.write('ipsec.conf', '[ipsec]\nfailure_policy = bogus\n')
         self.assertRefused(['failure_policy', 'private-or-clear'],
                            '--config-file', path)
+
+    def test_bad_encapsulation_and_compress(self):
+        for args, words in (
+                (('--encapsulation', 'maybe'), ['encapsulation', 'maybe']),
+                (('--compress', 'perhaps'), ['compress', 'true or false']),
+                (('--config-file', self.write(
+                    'encaps.conf', '[ipsec]\nencapsulation = always\n')),
+                 ['encapsulation', 'auto, yes, no']),
+                (('--config-file', self.write(
+                    'compress.conf', '[ipsec]\ncompress = perhaps\n')),
+                 ['compress', 'invalid value'])):
+            self.assertRefused(words, *args)
 
     def test_key_given_as_config_file_is_not_echoed(self):
         # 48 bytes: base64 without '=' padding, which oslo.config would

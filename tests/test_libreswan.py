@@ -89,19 +89,24 @@ class TestCheckconfig(base.TestCase):
     def test_every_network_protected(self):
         self._check('composable', skip_networks=('ctlplane',))
 
+    def test_encapsulation_and_compress(self):
+        for encapsulation in ('yes', 'no'):
+            self._check('stock', encapsulation=encapsulation, compress=True)
+
 
 class TestPlutoLoads(base.TestCase):
     """Every host's conns load into a real pluto, with their secrets."""
 
     def setUp(self):
         super().setUp()
+        self.statuses = []      # every host's whack --status, loaded
         why = pluto.available()
         if why:
             self.skipTest(why)
 
-    def _load(self, fixture, topo=None):
+    def _load(self, fixture, topo=None, **opts):
         topo = topo or base.fixture_topology(fixture)
-        the_plan = base.make_plan(topo)
+        the_plan = base.make_plan(topo, **opts)
         out, _ = self.render(the_plan)
         tmp = self.tempdir()
         vips = [v.address for v in topo.vips]
@@ -123,6 +128,7 @@ class TestPlutoLoads(base.TestCase):
             status = scratch.whack('--status').stdout
             for name in conns:
                 self.assertIn('"%s":' % name, status)
+            self.statuses.append(status)
             # every conn's secret parsed: pluto lists a PSK for each pair
             reread = scratch.whack('--rereadsecrets')
             self.assertNotIn('ERROR', reread.stdout + reread.stderr)
@@ -133,6 +139,21 @@ class TestPlutoLoads(base.TestCase):
             self.assertEqual(wanted, {frozenset(p) for p in listed})
             self.assertEqual(len(wanted), len(listed))
             scratch.stop()
+
+    def test_encapsulation_yes_and_compress(self):
+        self._load('stock', encapsulation='yes', compress=True)
+        policy = re.findall(r'^000 "tripleo-[^"]+":\s+policy: (\S+)',
+                            '\n'.join(self.statuses), re.M)
+        self.assertTrue(policy)
+        self.assertEqual({True}, {'+COMPRESS+' in p for p in policy})
+        encaps = re.findall(r' encaps:(\w+);', '\n'.join(self.statuses))
+        self.assertEqual({'yes'}, set(encaps))
+        # the control: the defaults say neither
+        self.statuses = []
+        self._load('stock')
+        text = '\n'.join(self.statuses)
+        self.assertNotIn('+COMPRESS+', text)
+        self.assertEqual({'auto'}, set(re.findall(r' encaps:(\w+);', text)))
 
     def test_one_controller(self):
         # a VIP on a network no other node is on gets no conns (and no

@@ -405,6 +405,10 @@ class TestCheckconfig5(Libreswan5TestCase):
                     esp='aes_gcm128,chacha20_poly1305',
                     failure_policy='private-or-clear')
 
+    def test_encapsulation_and_compress(self):
+        for encapsulation in ('yes', 'no'):
+            self._check('stock', encapsulation=encapsulation, compress=True)
+
 
 class TestPluto5Loads(Libreswan5TestCase):
     """Every host's conns load into a real 5.2 pluto, with their secrets."""

@@ -52,7 +52,7 @@ END = 'END generated: options'
 ROLE = os.path.join('ansible', 'roles', 'tripleo_ipsec')
 TEMPLATE = os.path.join('deployment', 'ipsec', 'ipsec-baremetal-ansible.yaml')
 HEAT_TYPES = {'ListOpt': 'comma_delimited_list', 'StrOpt': 'string',
-              'IntOpt': 'number', 'DictOpt': 'json'}
+              'IntOpt': 'number', 'DictOpt': 'json', 'BoolOpt': 'boolean'}
 
 
 def _flow(value):

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 
+from oslo_config import types as types_mod
 import yaml
 
 from tripleo_ipsec.errors import Error
@@ -80,13 +81,22 @@ def _add_options(parser):
         'options (override [ipsec] in --config-file)')
     group.add_argument('--config-file', action='append', default=[],
                        metavar='PATH', help='oslo.config file; repeatable')
-    types = {'ListOpt': _list, 'DictOpt': _pairs, 'IntOpt': int}
+    types = {'ListOpt': _list, 'DictOpt': _pairs, 'IntOpt': int,
+             'BoolOpt': _bool}
     for knob in options_mod.KNOBS:
         group.add_argument(
             '--' + knob.name.replace('_', '-'), dest=knob.name,
             type=types.get(type(knob.opt).__name__),
             choices=knob.choices or None, metavar=knob.metavar,
             help=knob.summary)
+
+
+def _bool(text):
+    try:
+        return types_mod.Boolean()(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not true or false'
+                                         % (text[:40],))
 
 
 def _pairs(text):

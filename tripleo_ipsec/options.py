@@ -32,6 +32,7 @@ from tripleo_ipsec import proposals
 GROUP = 'ipsec'
 FAILURE_POLICIES = ('private', 'private-or-clear')
 AUTHS = ('psk', 'cert')
+ENCAPSULATIONS = ('auto', 'yes', 'no')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 # certmonger CA names (getcert -c) and the nodes' CA files: plain text
 # only, since they reach getcert's and certutil's argv on every node
@@ -108,6 +109,29 @@ KNOBS = (
                   'SA. private: dropped (fail closed). private-or-clear: '
                   'sent in clear while no SA can be had; for staging on a '
                   'live cloud before promoting to private.')),
+    Knob(heat='IpsecEncapsulation',
+         summary='ESP in UDP 4500 (NAT-T): auto (behind a NAT only), yes '
+                 '(always) or no (never)',
+         opt=cfg.StrOpt(
+             'encapsulation', default='auto',
+             choices=[('auto', 'ESP in UDP only when IKE finds a NAT '
+                               'between the ends'),
+                      ('yes', 'always ESP in UDP on port 4500'),
+                      ('no', 'never: plain ESP (IP protocol 50)')],
+             help='ESP in UDP on port 4500 (NAT traversal, libreswan '
+                  'encapsulation=). auto: only when IKE detects a NAT '
+                  'between the two ends. yes: always, for networks whose '
+                  'switches or firewalls pass UDP but not IP protocol 50; '
+                  'it costs 8 more bytes per packet. no: never.')),
+    Knob(heat='IpsecCompress',
+         summary='IPComp before encryption (libreswan compress=yes)',
+         opt=cfg.BoolOpt(
+             'compress', default=False,
+             help='Compress each packet with IPComp (deflate) before it is '
+                  'encrypted (libreswan compress=yes), when both ends '
+                  'agree. It saves bytes on the wire for compressible '
+                  'traffic and costs CPU on every packet; off by '
+                  'default.')),
     Knob(heat='IpsecKeyEpoch', metavar='N',
          summary='mixed into every key; bump it to rotate every key',
          opt=cfg.IntOpt(
@@ -186,7 +210,7 @@ def list_opts():
 
 
 _ANSIBLE_TYPES = {'ListOpt': 'list', 'StrOpt': 'str', 'IntOpt': 'int',
-                  'DictOpt': 'dict'}
+                  'DictOpt': 'dict', 'BoolOpt': 'bool'}
 
 
 def argument_spec():
@@ -235,6 +259,12 @@ class _Checked(object):
                 if not names.valid_network(name):
                     raise Error('vip_networks: %r is not a valid %s name'
                                 % (name, what))
+        if self.encapsulation not in ENCAPSULATIONS:
+            raise Error('encapsulation %r is not one of %s'
+                        % (self.encapsulation, ', '.join(ENCAPSULATIONS)))
+        if not isinstance(self.compress, bool):
+            raise Error('compress must be true or false, not %r'
+                        % (self.compress,))
         if self.auth not in AUTHS:
             raise Error('auth %r is not one of %s'
                         % (self.auth, ', '.join(AUTHS)))

@@ -114,7 +114,11 @@ def host_files(the_plan, host, master_key, derive=None):
                # for the one it finds there (Libreswan.adapt)
                'keyexchange': libreswan.syntax(4)['keyexchange'],
                'failureshunt': shunt['failure'],
-               'negotiationshunt': shunt['negotiation']}
+               'negotiationshunt': shunt['negotiation'],
+               # libreswan's defaults are left unsaid: a deployment that
+               # keeps them keeps every conn's digest (no conn replaced)
+               'encapsulation': opts.encapsulation,
+               'compress': opts.compress}
     derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')

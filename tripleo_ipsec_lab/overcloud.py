@@ -52,7 +52,8 @@ LIBEXEC = '/usr/libexec/ipsec'
 MODULES = ('bridge', 'veth', 'ipv6', 'af_packet', 'xfrm_user', 'xfrm_algo',
            'esp4', 'esp6', 'xfrm4_tunnel', 'xfrm6_tunnel', 'tunnel4',
            'tunnel6', 'aead', 'gcm', 'ghash_generic', 'ctr', 'seqiv',
-           'echainiv', 'authenc')
+           'echainiv', 'authenc', 'xfrm_ipcomp', 'ipcomp', 'ipcomp6',
+           'deflate')
 
 
 def run_playbook(playbook, inventory, work, *args, timeout=1200):

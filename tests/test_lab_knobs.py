@@ -1,0 +1,214 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The operator's knobs on the wire, in the lab's guest.
+
+Two nodes of the stock overcloud (network namespaces on a veth pair in the
+User-Mode-Linux guest, whose kernel has ESP and IPComp), each with its own
+pluto, load the one conn between them on internal_api from the bundles
+tripleo-ipsec renders, with their keys; one end initiates.  A capture on
+the link, read by tcpdump on the host, says what crossed it.
+"""
+
+import os
+import re
+import time
+
+from tests import base
+from tripleo_ipsec import keys
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import wire
+from tripleo_ipsec import plan
+from tripleo_ipsec import render
+from tripleo_ipsec_lab import guest
+from tripleo_ipsec_lab import overcloud
+
+WHACK = os.path.join(overcloud.LIBEXEC, 'whack')
+# ESP inside UDP 4500 (RFC 3948): not the 4 zero bytes that mark IKE there
+ESP_IN_UDP = 'udp port 4500 and udp[8:4] != 0'
+
+
+class Pair(object):
+    """The conn between two nodes, loaded from a fresh render."""
+
+    NODES = ('a', 'b')
+
+    def __init__(self, test, g, work, **opts):
+        the_plan = base.make_plan(base.fixture_topology('stock'), **opts)
+        key = keys.create(os.path.join(work, 'master.key'))
+        out = os.path.join(work, 'out')
+        render.write(the_plan, key, out)
+        host = 'overcloud-controller-0'
+        self.conn = [c for c in the_plan.hosts[host].conns
+                     if c.kind == plan.HOST and c.network == 'internal_api'
+                     and 'overcloud-controller-1' in c.name][0]
+        self.hosts = {'a': host, 'b': 'overcloud-controller-1'}
+        self.address = {'a': self.conn.left, 'b': self.conn.right}
+        self.initiator = 'a' if self.conn.initiator else 'b'
+        self.test, self.g, self.work, self.out = test, g, work, out
+
+    def log(self, ns):
+        return os.path.join(self.work, 'pluto-%s.log' % ns)
+
+    def whack(self, ns, *args, check=True):
+        return self.g.run([WHACK, '--ctlsocket', '/run/pluto-%s/pluto.ctl'
+                           % ns] + list(args), netns=ns, check=check)
+
+    def build(self):
+        lines = ['modprobe -a %s' % ' '.join(overcloud.MODULES),
+                 'ip link add va type veth peer name vb']
+        for ns in self.NODES:
+            lines += ['ip netns add %s' % ns,
+                      'ip link set v%s netns %s' % (ns, ns),
+                      'ip -n %s link set lo up' % ns,
+                      # IPv6 neighbour discovery would be on the capture
+                      'ip netns exec %s sysctl -qw '
+                      'net.ipv6.conf.v%s.disable_ipv6=1' % (ns, ns),
+                      'ip -n %s addr add %s/24 dev v%s'
+                      % (ns, self.address[ns], ns),
+                      'ip -n %s link set v%s up' % (ns, ns),
+                      'mkdir -p /etc/netns/%s/ipsec.d /run/pluto-%s'
+                      % (ns, ns),
+                      'ipsec initnss --nssdir /etc/netns/%s/ipsec.d' % ns]
+        self.g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+
+    def start(self):
+        """Each node's pluto with its bundle's conf and secrets."""
+        for ns in self.NODES:
+            bundle = os.path.join(self.out, self.hosts[ns], 'etc', 'ipsec.d')
+            conf = os.path.join(self.work, 'ipsec-%s.conf' % ns)
+            with open(conf, 'w') as f:
+                f.write('config setup\n\ninclude %s/*.conf\n' % bundle)
+            secrets = os.path.join(self.work, 'ipsec-%s.secrets' % ns)
+            with open(secrets, 'w') as f:
+                f.write('include %s/*.secrets\n' % bundle)
+            self.g.run([os.path.join(overcloud.LIBEXEC, 'pluto'),
+                        '--config', conf, '--secretsfile', secrets,
+                        '--nssdir', '/etc/ipsec.d',
+                        '--rundir', '/run/pluto-%s' % ns,
+                        '--logfile', self.log(ns)], netns=ns)
+            deadline = time.monotonic() + 60
+            while '%s:500' % self.address[ns] not in self.whack(
+                    ns, '--status', check=False).stdout:
+                self.test.assertLess(time.monotonic(), deadline, ns)
+                time.sleep(0.05)
+            # the conn in this libreswan's syntax, loaded by name as the
+            # apply module loads it
+            self.g.run([os.path.join(overcloud.LIBEXEC, 'addconn'),
+                        '--ctlsocket', '/run/pluto-%s/pluto.ctl' % ns,
+                        '--config', conf, self.conn.name], netns=ns)
+        self.whack(self.initiator, '--name', self.conn.name, '--initiate')
+        deadline = time.monotonic() + 60
+        while not all(libreswan.parse_status(self.whack(ns, '--status')
+                                             .stdout)[self.conn.name]
+                      .established for ns in self.NODES):
+            self.test.assertLess(time.monotonic(), deadline,
+                                 'no Child SA between the two nodes')
+            time.sleep(0.2)
+
+    def states(self, ns):
+        return self.g.run(['ip', 'xfrm', 'state'], netns=ns).stdout
+
+    def capture(self, tag, send):
+        """Run SEND(g) under a capture on a's end of the link; the pcap."""
+        pcap = os.path.join(self.work, '%s.pcap' % tag)
+        pid = self.g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
+                            '--immediate-mode -s 2048 -w %s 2> %s.log'
+                            % (pcap, pcap)], netns='a')
+        deadline = time.monotonic() + 30
+        while self.g.run(['grep', '-q', 'listening on', pcap + '.log'],
+                         check=False).returncode:
+            self.test.assertLess(time.monotonic(), deadline, 'tcpdump')
+            time.sleep(0.05)
+        try:
+            send()
+        finally:
+            self.g.signal(pid, 2)
+            self.g.wait(pid, 30)
+            self.g.run(['sync'])
+        return pcap
+
+    def ping(self, size, count=20):
+        """a pings b COUNT times with SIZE bytes of zeros; replies got."""
+        result = self.g.run(['ping', '-c', str(count), '-i', '0.05', '-W',
+                             '2', '-p', '00', '-s', str(size),
+                             self.address['b']], netns='a', check=False)
+        match = re.search(r'(\d+) received', result.stdout)
+        return int(match.group(1)) if match else 0
+
+
+def ip_payloads(pcap, bpf):
+    """The IP payload's length of each packet of PCAP that BPF selects."""
+    return [len(payload) for _, _, _, _, payload in
+            wire.packets(wire.select(pcap, bpf))]
+
+
+class TestEncapsulationAndCompress(base.TestCase):
+    """IpsecEncapsulation: yes and IpsecCompress: true, then the defaults.
+
+    With both knobs, only IKE and ESP in UDP 4500 cross the link (no IP
+    protocol 50, nothing in clear), the SAs are ESP-in-UDP and IPComp, and
+    a ping of 1,200 zero bytes crosses in frames far smaller than itself.
+    The control, the defaults on the same link, shows the check can fail:
+    plain ESP, no UDP encapsulation, no IPComp state, frames larger than
+    the ping.
+    """
+
+    def setUp(self):
+        super(TestEncapsulationAndCompress, self).setUp()
+        why = guest.unavailable()
+        if why:
+            self.skipTest(why)
+
+    def run_pair(self, g, tag, **opts):
+        work = os.path.join(self.work, tag)
+        os.makedirs(work)
+        pair = Pair(self, g, work, **opts)
+        if tag == 'knobs':
+            pair.build()
+        pair.start()
+        got = []
+        pcap = pair.capture(tag, lambda: got.append(pair.ping(1200)))
+        self.assertEqual([20], got, tag)
+        states = pair.states('a')
+        for ns in Pair.NODES:
+            pair.whack(ns, '--shutdown')
+            g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
+                   'do sleep 0.1; done' % ns], timeout=60)
+        return pcap, states
+
+    def test_knobs_then_the_defaults_on_the_wire(self):
+        self.work = self.tempdir()
+        g = guest.Guest(self.work, timeout=600)
+        g.boot()
+        self.addCleanup(g.close)
+        pcap, states = self.run_pair(g, 'knobs', encapsulation='yes',
+                                     compress=True)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.count(pcap, 'esp'))
+        others = 'not (udp port 500 or udp port 4500 or arp)'
+        self.assertEqual(0, wire.count(pcap, others))
+        carried = ip_payloads(pcap, ESP_IN_UDP)
+        self.assertGreaterEqual(len(carried), 40, carried)
+        # 1,208 bytes of ICMP (1,200 of them zeros) deflate to a few dozen
+        self.assertLess(max(carried), 300, carried)
+        self.assertIn('proto comp', states)
+        self.assertIn('encap type espinudp sport 4500 dport 4500', states)
+        # the control: libreswan's defaults on the same link
+        pcap, states = self.run_pair(g, 'defaults')
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.count(pcap, ESP_IN_UDP))
+        carried = ip_payloads(pcap, 'esp')
+        self.assertGreaterEqual(len(carried), 40, carried)
+        self.assertGreater(min(carried), 1208, carried)
+        self.assertNotIn('proto comp', states)
+        self.assertNotIn('espinudp', states)
