@@ -396,6 +396,28 @@ class AgentTests(object):
             time.sleep(0.1)
         self.assertEqual(OCF_NOT_RUNNING, self.agent('monitor'))
 
+    def test_start_while_this_node_negotiates_towards_the_vip(self):
+        # the VIP's last holder stopped: this node's own conn towards the
+        # VIP renegotiates (a peer's Delete revives it), then the VIP
+        # lands here and the agent starts
+        own = self.manifest['vips'][self.vip.name]['peer'][0]
+        self.ip_netns(['addr', 'del', self.vip.address + '/32', 'dev', 'lo'])
+        self.lw.initiate(own)
+        deadline = time.monotonic() + 30
+        # 4.x STATE_V2_PARENT_I1, 5.x IKE_SA_INIT_I: IKE_SA_INIT sent
+        while not re.search(r'PARENT_I1|IKE_SA_INIT_I',
+                            self.lw.whack('--showstates').stdout):
+            self.assertLess(time.monotonic(), deadline, 'no negotiation')
+            time.sleep(0.1)
+        self.ip_netns(['addr', 'add', self.vip.address + '/32', 'dev', 'lo'])
+        self.assertEqual(0, self.agent('start'))
+        # pluto is alive, the holder conns in, its own conn unrouted
+        status = self.lw.status()
+        self.assertEqual(self.OWN_WITH_VIP, status[own].routing)
+        holder = self.manifest['vips'][self.vip.name]['holder']
+        self.assertEqual(set(holder), set(holder) & set(status))
+        self.assertEqual(0, self.agent('monitor'))
+
     def blocks(self):
         """The agent's block policies: ['src dst', ...]."""
         out = self.ip_netns(['xfrm', 'policy', 'list', 'dir', 'out',

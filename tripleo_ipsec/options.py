@@ -123,7 +123,7 @@ KNOBS = (
                   'between the two ends. yes: always, for networks whose '
                   'switches or firewalls pass UDP but not IP protocol 50; '
                   'it costs 8 more bytes per packet. no: never.')),
-    Knob(heat='IpsecCompress',
+    Knob(heat='IpsecCompress', metavar='true|false',
          summary='IPComp before encryption (libreswan compress=yes)',
          opt=cfg.BoolOpt(
              'compress', default=False,

@@ -48,9 +48,14 @@ from tripleo_ipsec_lab import traffic as traffic_mod
 
 WHACK = os.path.join(overcloud.LIBEXEC, 'whack')
 CLOUD_DOMAIN = 'lab.example.com'
+# "authenticated peer using authby=secret and ID_IPV4_ADDR '...'" (PSK),
+# "authenticated peer '2048-bit RSASSA-PSS ...' digital signature using
+# peer certificate '@...'" (certificate)
 AUTHENTICATED = re.compile(r'"([^"]+)" #(\d+): (?:initiator|responder) '
-                           r'established IKE SA; authenticated peer using '
-                           r'(.*)$', re.M)
+                           r'established IKE SA; authenticated peer '
+                           r'(?:using )?(.*)$', re.M)
+IKE_SA = re.compile(r'^(?:000 )?#(\d+): "([^"]+)"\S* '
+                    r'(?:STATE_V2_)?ESTABLISHED_IKE_SA', re.M)
 
 
 class Rotation(object):
@@ -179,13 +184,17 @@ class Rotation(object):
 
         def one(node):
             ctl = self.oc.nodes[node]['ctlsocket']
-            status = libreswan.parse_status(self.lab.guest.run(
-                [WHACK, '--ctlsocket', ctl, '--status'], netns=node).stdout)
+            # every IKE SA of the conn: two ends that initiated at once
+            # keep both, and --initiate would reuse the one left
+            ike_sas = IKE_SA.findall(self.lab.guest.run(
+                [WHACK, '--ctlsocket', ctl, '--showstates'],
+                netns=node).stdout)
             lines = []
             for conn in wanted[node]:
-                if status.get(conn) and status[conn].ike_sa:
+                for serial in sorted(int(n) for n, c in ike_sas
+                                     if c == conn):
                     lines.append('%s --ctlsocket %s --deletestate %d' % (
-                        WHACK, ctl, status[conn].ike_sa))
+                        WHACK, ctl, serial))
                 lines.append('%s --ctlsocket %s --name %s --initiate'
                              % (WHACK, ctl, conn))
             # each whack's own output goes to the phase's log, rc checked

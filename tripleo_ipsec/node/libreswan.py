@@ -64,7 +64,7 @@ _IFACE = re.compile(r'^(?:000 )?interface \S+ (?:UDP )?\[?([0-9A-Fa-f.:]+?)'
                     r'\]?:(?:UDP/)?\d+(?:\s|$)', re.M)
 _LEFT = re.compile(r'^\s+left=(\S+)', re.M)
 _RIGHT = re.compile(r'^\s+right=(\S+)', re.M)
-_ONDEMAND = re.compile(r'^\s+auto=ondemand\s*$', re.M)
+_ONDEMAND = re.compile(r'^[ \t]+auto=ondemand[ \t]*$', re.M)
 # The first libreswan whose secrets reread keeps a private key alive while
 # a crypto helper signs with it (libreswan #1894).  Before it, a reread
 # (whack --rereadsecrets, or the secrets reload every whack --listen does)
@@ -423,7 +423,8 @@ def _right(section):
 
 def _with_alias(section, alias):
     """A conn section that also answers to ALIAS (its connalias words)."""
-    match = re.search(r'^(\s+)connalias=("?)([^"\n]*)\2\s*$', section, re.M)
+    match = re.search(r'^([ \t]+)connalias=("?)([^"\n]*)\2[ \t]*$', section,
+                      re.M)
     if match:
         return '%s%sconnalias="%s %s"%s' % (
             section[:match.start()], match.group(1), match.group(3).strip(),
