@@ -363,11 +363,18 @@ class Rotation(object):
                 break
             time.sleep(5)
         self.rekey_ike()
+        # what certmonger says of any it did not renew (its ca-error)
+        stuck = {}
+        for node, nicks in sorted(stale.items()):
+            for nick in nicks:
+                stuck['%s/%s' % (node, nick)] = certs.getcert(
+                    self.lab.guest, node, 'list', '-d', 'sql:/etc/ipsec.d',
+                    '-n', nick, check=False).stdout[-800:]
         return {'renewed': {n: sorted(k for k in before[n]
                                       if after[n].get(k, {}).get('serial')
                                       != before[n][k]['serial'])
                             for n in before},
-                'held_after': after}
+                'held_after': after, 'not_renewed': stuck}
 
     def peers_see(self, held):
         """{node: [its certs' not-afters no peer has seen]} after IKE_AUTH.

@@ -480,7 +480,8 @@ class Lab(object):
                        for n in renewed),
                    lost=renew['lost'], control_lost=noise,
                    lossy=renew['lossy'][:3],
-                   cleartext=renew['cleartext'], renewed=renewed)
+                   cleartext=renew['cleartext'], renewed=renewed,
+                   not_renewed=renew['detail'].get('not_renewed'))
         fresh = result['renew_fresh_ike_auth']
         self.check('certificate renewal: after a fresh IKE_AUTH every peer '
                    'has seen every node\'s new certificate',
