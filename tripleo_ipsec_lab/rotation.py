@@ -54,6 +54,7 @@ CLOUD_DOMAIN = 'lab.example.com'
 AUTHENTICATED = re.compile(r'"([^"]+)" #(\d+): (?:initiator|responder) '
                            r'established IKE SA; authenticated peer '
                            r'(?:using )?(.*)$', re.M)
+RELOADED = re.compile(r": reloaded leftcert='([^']+)'")
 IKE_SA = re.compile(r'^(?:000 )?#(\d+): "([^"]+)"\S* '
                     r'(?:STATE_V2_)?ESTABLISHED_IKE_SA', re.M)
 
@@ -346,6 +347,7 @@ class Rotation(object):
         Then every initiator rekeys its IKE SA.
         """
         before = self.held_certs()
+        sizes = self.log_sizes()
 
         def script(node):
             env = ' '.join('%s=%s' % kv for kv in
@@ -374,47 +376,32 @@ class Rotation(object):
                                       if after[n].get(k, {}).get('serial')
                                       != before[n][k]['serial'])
                             for n in before},
-                'held_after': after, 'not_renewed': stuck}
+                'held_after': after, 'not_renewed': stuck,
+                'not_reloaded': self.conns_reloaded(sizes)}
 
-    def peers_see(self, held):
-        """{node: [its certs' not-afters no peer has seen]} after IKE_AUTH.
+    def conns_reloaded(self, sizes):
+        """{node: [certificates in use it has not reloaded]} since SIZES.
 
-        A peer learns a node's certificate in IKE_AUTH; its pubkey list
-        says until when that certificate is valid, which differs from one
-        issue to the next.
+        ``--listcerts`` shows the NSS database; what a conn signs with is
+        pluto's own copy, which only ``--rereadcerts`` (certmonger's
+        post-save) replaces, logging "reloaded leftcert=".  Every
+        certificate a loaded conn of the node uses must have been
+        reloaded.  (Peers keep no list of the certificates they were shown:
+        pluto 4.10's ``--listpubkeys`` holds only a node's own keys.)
         """
-        def one(node):
-            return self.lab.guest.run(
-                [WHACK, '--ctlsocket', self.oc.nodes[node]['ctlsocket'],
-                 '--listpubkeys'], netns=node).stdout
-        listed = {n: pubkeys(t) for n, t in
-                  self.oc.parallel(one, sorted(self.oc.nodes)).items()}
-        unseen = {}
-        for node, mine in held.items():
-            for nick, cert in mine.items():
-                until = time.strftime('%b %d %H:%M:%S %Y',
-                                      time.localtime(cert['not_after']))
-                ident = '@' + cert.get('subject', '').split('CN=', 1)[-1]
-                if not any((until, ident) in keys for peer, keys in
-                           listed.items() if peer != node):
-                    unseen.setdefault(node, []).append(nick)
-        return unseen
+        stale = {}
+        for node in sorted(self.oc.nodes):
+            in_use = {c.cert for c in libreswan.parse_status(
+                self.oc.whack(node, '--status').stdout).values() if c.cert}
+            with open(self.log(node)) as f:
+                f.seek(sizes[node])
+                reloaded = set(RELOADED.findall(f.read()))
+            if in_use - reloaded:
+                stale[node] = sorted(in_use - reloaded)
+        return stale
 
+    def log(self, node):
+        return os.path.join(self.lab.work, 'logs', 'pluto-%s.log' % node)
 
-PUBKEY = re.compile(r'^(?:000 )?\S.*\bKey \S+ .*until (.+?)(?: warning|'
-                    r' ok|$)')
-PUBKEY_ID = re.compile(r"^(?:000 )?\s+ID_\w+ '([^']+)'")
-
-
-def pubkeys(text):
-    """``whack --listpubkeys`` -> {(until, id)}: the keys peers showed."""
-    found, until = set(), None
-    for line in text.splitlines():
-        match = PUBKEY.match(line)
-        if match:
-            until = match.group(1).strip()
-            continue
-        match = PUBKEY_ID.match(line)
-        if match and until:
-            found.add((until, match.group(1)))
-    return found
+    def log_sizes(self):
+        return {n: os.path.getsize(self.log(n)) for n in self.oc.nodes}
