@@ -23,9 +23,10 @@ description:
     bundle, all new and changed conns in one C(addconn) run, by name.
     Pluto is never restarted.  Nothing changes when the bundle is what is
     installed.
-  - Conns pluto refuses to load (a certificate it cannot find) are listed
-    in the result's C(not_loaded); the safety net covers their pairs and
-    C(tripleo-ipsec verify) names them.
+  - Conns pluto refuses to load or route (a certificate it cannot find)
+    are listed, with pluto's reason, in the result's C(not_loaded) and as
+    warnings; the safety net covers their pairs and C(tripleo-ipsec
+    verify) names them.
   - Secrets are never reread while a loaded conn signs with a
     certificate on libreswan older than 5.2 (libreswan bug 1894: the
     reread frees private keys a crypto helper is using).  Keys a psk to
@@ -263,7 +264,10 @@ def present(module, lw, root, files, manifest_path):
     for rel, entry in files.items():
         if rel.endswith('.conf'):
             sections.update(split_conf(entry['content']))
-    result['not_loaded'] = sorted(lw.add(sections, touched))
+    failed = lw.add(sections, touched)
+    result['not_loaded'] = ['%s: %s' % kv for kv in sorted(failed.items())]
+    for line in result['not_loaded']:
+        module.warn('pluto did not load or route %s' % line)
     # Keys that are gone (psk -> cert) are forgotten only now that no conn
     # of ours uses them: until its replacement a psk conn may still have
     # to authenticate (a peer's Delete revives it), and pluto 4.10 without
@@ -276,7 +280,7 @@ def present(module, lw, root, files, manifest_path):
             result['secrets_kept'] = True
     if module.params['initiate']:
         for name in sorted(set(touched) & set(new.get('initiate', [])) -
-                           set(result['not_loaded'])):
+                           set(failed)):
             lw.initiate(name)
     # the pairs this node no longer protects, once their conns are gone
     for key in net_drop:
