@@ -176,9 +176,7 @@ class Rotation(object):
         costs the pair its SA for a moment: it runs after the window.
         """
         wanted = self.initiators()
-        logs = {n: os.path.join(self.lab.work, 'logs', 'pluto-%s.log' % n)
-                for n in self.oc.nodes}
-        sizes = {n: os.path.getsize(p) for n, p in logs.items()}
+        sizes = self.log_sizes()
         # the window's IKE rekeys end first: the newest IKE SA is the one
         # to delete, or a rekeyed one would carry the new Child SA
         time.sleep(5)
@@ -209,10 +207,8 @@ class Rotation(object):
                 f.write('@@ %s\n%s' % (node, text))
         self.lab.guest.run(['sync'])
         found = {}
-        for node, path in logs.items():
-            with open(path) as f:
-                f.seek(sizes[node])
-                text = f.read()
+        for node in self.oc.nodes:
+            text = self.log_since(node, sizes)
             for conn, serial, how in AUTHENTICATED.findall(text):
                 if conn in wanted[node]:
                     found[conn] = how.strip()
@@ -393,9 +389,7 @@ class Rotation(object):
         for node in sorted(self.oc.nodes):
             in_use = {c.cert for c in libreswan.parse_status(
                 self.oc.whack(node, '--status').stdout).values() if c.cert}
-            with open(self.log(node)) as f:
-                f.seek(sizes[node])
-                reloaded = set(RELOADED.findall(f.read()))
+            reloaded = set(RELOADED.findall(self.log_since(node, sizes)))
             if in_use - reloaded:
                 stale[node] = sorted(in_use - reloaded)
         return stale
@@ -404,4 +398,11 @@ class Rotation(object):
         return os.path.join(self.lab.work, 'logs', 'pluto-%s.log' % node)
 
     def log_sizes(self):
+        """{node: the size of its pluto log}, to read what comes after."""
         return {n: os.path.getsize(self.log(n)) for n in self.oc.nodes}
+
+    def log_since(self, node, sizes):
+        """What NODE's pluto logged since SIZES (log_sizes)."""
+        with open(self.log(node)) as f:
+            f.seek(sizes[node])
+            return f.read()

@@ -315,8 +315,7 @@ class Libreswan(object):
         for name in ondemand:
             at = wanted.index(sections[name])
             wanted[at] = _with_alias(wanted[at], batch)
-        lefts = {str(ipaddress.ip_address(m.group(1))) for m in
-                 (_LEFT.search(sections[n]) for n in conns) if m}
+        lefts = {_end(_LEFT, sections[n]) for n in conns} - {None}
         status = self.whack('--status').stdout
         if lefts - parse_interfaces(status):
             self.whack('--listen')
@@ -333,8 +332,7 @@ class Libreswan(object):
         finally:
             os.unlink(path)
         loaded = self.status()
-        why = ' '.join((result.stderr or result.stdout).strip()
-                       .splitlines()[-1:]) or 'see pluto\'s log'
+        why = _last_line(result) or 'see pluto\'s log'
         failed = {n: why for n in conns if n not in loaded}
         if set(ondemand) - set(failed):
             result = self.whack('--route', '--name', batch, check=False)
@@ -345,13 +343,11 @@ class Libreswan(object):
                 # it unrouted anyway: not a failure.
                 text = self.whack('--status').stdout
                 loaded, here = parse_status(text), parse_interfaces(text)
-                why = 'not routed: %s' % ' '.join(
-                    (result.stderr or result.stdout).strip()
-                    .splitlines()[-1:])
+                why = 'not routed: %s' % _last_line(result)
                 failed.update(
                     (n, why) for n in ondemand if n in loaded and
                     loaded[n].routing == 'unrouted' and
-                    _right(sections[n]) not in here)
+                    _end(_RIGHT, sections[n]) not in here)
         return failed
 
     def delete(self, name):
@@ -416,9 +412,16 @@ def net_policy(op, src, dst, direction):
     return args + ['action', 'block']
 
 
-def _right(section):
-    match = _RIGHT.search(section)
+def _end(pattern, section):
+    """The address of one end (_LEFT or _RIGHT) of a conn section, or None."""
+    match = pattern.search(section)
     return str(ipaddress.ip_address(match.group(1))) if match else None
+
+
+def _last_line(result):
+    """A command's last line of output, stderr's if it wrote any."""
+    return ' '.join((result.stderr or result.stdout).strip()
+                    .splitlines()[-1:])
 
 
 def _with_alias(section, alias):
