@@ -273,8 +273,13 @@ COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,
             'render': cmd_render, 'verify': cmd_verify}
 
 
-class Terminated(Exception):
-    """SIGTERM or SIGHUP: unwinds like an error, so cleanups run."""
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds like an error, so cleanups run.
+
+    A BaseException, as KeyboardInterrupt is: a library's ``except
+    Exception`` must not turn it into its own error (jinja2's lexer did,
+    when the signal landed in a codec import: exit 1 instead of 143).
+    """
 
 
 def _terminate(signum, frame):
