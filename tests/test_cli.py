@@ -51,6 +51,7 @@ DEFAULT_OPTIONS = {
     'failure_policy': 'private',
     'encapsulation': 'auto',
     'compress': False,
+    'clear_exemptions': [],
     'key_epoch': 0,
     'auth': 'psk',
     'cert_ca': '',
@@ -708,6 +709,29 @@ class TestBadInput(CliTestCase):
                     'compress.conf', '[ipsec]\ncompress = perhaps\n')),
                  ['compress', 'invalid value'])):
             self.assertRefused(words, *args)
+
+    def test_bad_clear_exemptions(self):
+        for value, words in (
+                ('udp/500', ['udp/500', 'IKE itself']),
+                ('tcp/22,udp/4500', ['udp/4500', 'IKE itself']),
+                ('udp', ['\'udp\'', 'IKE itself']),
+                ('esp', ['esp', 'PROTO[/PORT][@NET]']),
+                ('tcp/22;reboot', ['tcp/22;reboot', 'PROTO[/PORT][@NET]']),
+                ('tcp/0', ['tcp/0', '1-65535']),
+                ('tcp/65536', ['tcp/65536', '1-65535']),
+                ('icmp/3', ['icmp/3', 'whole']),
+                ('TCP/22', ['TCP/22', 'PROTO[/PORT][@NET]']),
+                ('tcp/22@tenant', ['tenant', 'not a protected network']),
+                ('tcp/22@bogus', ['bogus', 'not a protected network'])):
+            self.assertRefused(words, '--clear-exemptions', value)
+        path = self.write('ex.conf', '[ipsec]\nclear_exemptions = '
+                          'tcp/22, udp/500\n')
+        self.assertRefused(['udp/500', 'IKE itself'], '--config-file', path)
+
+    def test_an_exemption_needs_the_subnets(self):
+        # the stock outputs come without net_cidr_map
+        self.assertRefused(['internal_api', 'net_cidr_map'],
+                           '--clear-exemptions', 'tcp/22')
 
     def test_key_given_as_config_file_is_not_echoed(self):
         # 48 bytes: base64 without '=' padding, which oslo.config would

@@ -19,6 +19,7 @@ tripleo-ipsec renders, with their keys; one end initiates.  A capture on
 the link, read by tcpdump on the host, says what crossed it.
 """
 
+import json
 import os
 import re
 import time
@@ -29,6 +30,7 @@ from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import wire
 from tripleo_ipsec import plan
 from tripleo_ipsec import render
+from tripleo_ipsec import sources
 from tripleo_ipsec_lab import guest
 from tripleo_ipsec_lab import overcloud
 
@@ -43,7 +45,13 @@ class Pair(object):
     NODES = ('a', 'b')
 
     def __init__(self, test, g, work, **opts):
-        the_plan = base.make_plan(base.fixture_topology('stock'), **opts)
+        outputs = base.fixture_outputs('stock')
+        # the stock networks' subnets (an exemption needs them)
+        cidrs = {net: ['%s.0/24' % addresses[0].rsplit('.', 1)[0]]
+                 for net, addresses in outputs['RoleNetIpMap']
+                 ['Controller'].items()}
+        the_plan = base.make_plan(sources.topology_of(outputs, cidrs),
+                                  **opts)
         key = keys.create(os.path.join(work, 'master.key'))
         out = os.path.join(work, 'out')
         render.write(the_plan, key, out)
@@ -52,6 +60,10 @@ class Pair(object):
                      if c.kind == plan.HOST and c.network == 'internal_api'
                      and 'overcloud-controller-1' in c.name][0]
         self.hosts = {'a': host, 'b': 'overcloud-controller-1'}
+        # the exemptions' passthrough conns on the network (the same names
+        # on both nodes: one subnet)
+        self.clear = [c.name for c in the_plan.hosts[host].clear
+                      if c.network == 'internal_api']
         self.address = {'a': self.conn.left, 'b': self.conn.right}
         self.initiator = 'a' if self.conn.initiator else 'b'
         self.test, self.g, self.work, self.out = test, g, work, out
@@ -105,7 +117,10 @@ class Pair(object):
             # apply module loads it
             self.g.run([os.path.join(overcloud.LIBEXEC, 'addconn'),
                         '--ctlsocket', '/run/pluto-%s/pluto.ctl' % ns,
-                        '--config', conf, self.conn.name], netns=ns)
+                        '--config', conf, self.conn.name] + self.clear,
+                       netns=ns)
+            for name in self.clear:
+                self.whack(ns, '--route', '--name', name)
         self.whack(self.initiator, '--name', self.conn.name, '--initiate')
         deadline = time.monotonic() + 60
         while not all(libreswan.parse_status(self.whack(ns, '--status')
@@ -212,3 +227,96 @@ class TestEncapsulationAndCompress(base.TestCase):
         self.assertGreater(min(carried), 1208, carried)
         self.assertNotIn('proto comp', states)
         self.assertNotIn('espinudp', states)
+
+
+class TestExemptionsOnTheWire(base.TestCase):
+    """IpsecClearExemptions tcp/22, then icmp, then none, on one link.
+
+    a sends a ping and a TCP message, each carrying the probe's marker, to
+    b's port 22 and to the probe's port; b listens on both.  With tcp/22
+    the marker crosses in clear on port 22 only: the ping and the other
+    port are ESP.  With icmp, the ping alone is clear.  The control, no
+    exemption, shows nothing in clear at all.
+    """
+
+    def setUp(self):
+        super(TestExemptionsOnTheWire, self).setUp()
+        why = guest.unavailable()
+        if why:
+            self.skipTest(why)
+
+    def probe(self, g, pair):
+        listeners = []
+        for port in (22, wire.PORT):
+            listeners.append(g.spawn(
+                ['/usr/bin/env', 'PYTHONPATH=' + guest.TOP, guest.PYTHON,
+                 '-c', 'from tripleo_ipsec.node import wire; '
+                       'wire.listen(%d, 60)' % port], netns='b'))
+        g.run(['/bin/sh', '-c', 'for i in $(seq 300); do '
+               'ss -Hltn "( sport = :22 or sport = :%d )" | grep -c . | '
+               'grep -qx 2 && exit 0; sleep 0.1; done; exit 1' % wire.PORT],
+              netns='b')
+        got = []
+
+        def send():
+            for port in (22, wire.PORT):
+                got.append(g.run(
+                    ['/usr/bin/env', 'PYTHONPATH=' + guest.TOP,
+                     guest.PYTHON, '-c',
+                     'import json; from tripleo_ipsec.node import wire; '
+                     'print(json.dumps(wire.send([%r], %d)))'
+                     % (pair.address['b'], port)], netns='a').stdout)
+        try:
+            return pair.capture('probe', send), got
+        finally:
+            for pid in listeners:
+                g.signal(pid)
+                g.wait(pid, 30)
+
+    def run_pair(self, g, tag, **opts):
+        work = os.path.join(self.work, tag)
+        os.makedirs(work)
+        pair = Pair(self, g, work, **opts)
+        if tag == 'ssh':
+            pair.build()
+        pair.start()
+        pcap, got = self.probe(g, pair)
+        for ns in Pair.NODES:
+            pair.whack(ns, '--shutdown')
+            g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
+                   'do sleep 0.1; done' % ns], timeout=60)
+        # every message reached b, whatever it crossed in
+        for text in got:
+            self.assertEqual([{'icmp': True, 'tcp': True}],
+                             list(json.loads(text).values()), tag)
+        return pcap, sorted(pair.address.values())
+
+    def test_ssh_then_icmp_then_nothing_in_clear(self):
+        self.work = self.tempdir()
+        g = guest.Guest(self.work, timeout=600)
+        g.boot()
+        self.addCleanup(g.close)
+        ssh = 'tcp port 22'
+        icmp = 'icmp'
+        pcap, ends = self.run_pair(g, 'ssh', clear_exemptions=('tcp/22',))
+        self.assertGreater(wire.marker_hits(pcap, ssh), 0)
+        self.assertEqual(0, wire.marker_hits(pcap, 'not (%s)' % ssh))
+        self.assertEqual(0, wire.cleartext(pcap, 'not (%s)' % ssh))
+        self.assertGreater(wire.count(pcap, 'esp'), 0)
+        # the probe's own count leaves the exemption out, and only it
+        counts = wire.by_peer(pcap, {'internal_api': ends},
+                              exempt={'internal_api': ['tcp/22']})
+        self.assertEqual(0, counts['internal_api']['cleartext'])
+        self.assertEqual(0, counts['internal_api']['marker'])
+        counts = wire.by_peer(pcap, {'internal_api': ends})
+        self.assertGreater(counts['internal_api']['cleartext'], 0)
+        pcap, _ = self.run_pair(g, 'icmp', clear_exemptions=('icmp',))
+        self.assertGreater(wire.marker_hits(pcap, icmp), 0)
+        self.assertEqual(0, wire.marker_hits(pcap, 'not icmp'))
+        self.assertEqual(0, wire.cleartext(pcap, 'not icmp'))
+        self.assertGreater(wire.count(pcap, 'esp'), 0)
+        # the control: nothing exempted, nothing in clear
+        pcap, _ = self.run_pair(g, 'none')
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
+        self.assertGreater(wire.count(pcap, 'esp'), 0)

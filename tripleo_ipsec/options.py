@@ -30,9 +30,16 @@ from tripleo_ipsec.node import names
 from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
+IKE_PORTS = (500, 4500)
 FAILURE_POLICIES = ('private', 'private-or-clear')
 AUTHS = ('psk', 'cert')
 ENCAPSULATIONS = ('auto', 'yes', 'no')
+# IpsecClearExemptions: PROTO[/PORT][@NET].  ICMP only whole: libreswan
+# makes ``icmp TYPE CODE`` the type one way and the code the other.  What
+# IKE itself runs on can never be exempted: UDP 500 and 4500, or all UDP.
+EXEMPT_PROTOS = ('tcp', 'udp', 'icmp')
+_EXEMPTION = re.compile(r'(?P<proto>[a-z]+)(?:/(?P<port>[0-9]{1,5}))?'
+                        r'(?:@(?P<net>[a-z][a-z0-9_]{0,62}))?')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 # certmonger CA names (getcert -c) and the nodes' CA files: plain text
 # only, since they reach getcert's and certutil's argv on every node
@@ -132,6 +139,20 @@ KNOBS = (
                   'agree. It saves bytes on the wire for compressible '
                   'traffic and costs CPU on every packet; off by '
                   'default.')),
+    Knob(heat='IpsecClearExemptions', metavar='PROTO[/PORT][@NET][,...]',
+         summary='traffic left in clear on the protected networks: tcp/22, '
+                 'icmp, udp/123@storage; never IKE (udp/500, udp/4500, '
+                 'all udp)',
+         opt=cfg.ListOpt(
+             'clear_exemptions', default=[],
+             help='Traffic that stays in clear on the protected networks, '
+                  'each PROTO[/PORT][@NET]: tcp, udp or icmp; a port for '
+                  'tcp and udp (either end\'s: tcp/22 exempts SSH to and '
+                  'from every node), required for udp; icmp only whole; '
+                  'one network, or all protected ones. IKE (udp/500, '
+                  'udp/4500, or udp without a port) is refused. Each '
+                  'becomes a passthrough conn that beats every encrypted '
+                  'one.')),
     Knob(heat='IpsecKeyEpoch', metavar='N',
          summary='mixed into every key; bump it to rotate every key',
          opt=cfg.IntOpt(
@@ -259,6 +280,8 @@ class _Checked(object):
                 if not names.valid_network(name):
                     raise Error('vip_networks: %r is not a valid %s name'
                                 % (name, what))
+        for text in self.clear_exemptions:
+            exemption(text)
         if self.encapsulation not in ENCAPSULATIONS:
             raise Error('encapsulation %r is not one of %s'
                         % (self.encapsulation, ', '.join(ENCAPSULATIONS)))
@@ -296,6 +319,7 @@ class _Checked(object):
         data = dataclasses.asdict(self)
         data['skip_networks'] = list(self.skip_networks)
         data['cert_trust'] = list(self.cert_trust)
+        data['clear_exemptions'] = list(self.clear_exemptions)
         data['vip_networks'] = dict(self.vip_networks)
         return data
 
@@ -308,6 +332,30 @@ Options = dataclasses.make_dataclass(
     bases=(_Checked,), frozen=True)
 Options.__module__ = __name__
 Options.__doc__ = 'The options a plan is made with (see KNOBS).'
+
+
+def exemption(text):
+    """``PROTO[/PORT][@NET]`` -> (proto, port or 0, network or '').
+
+    Refused with one Error line: anything malformed, a port out of range,
+    ICMP with a port, UDP without one, and IKE's own ports.
+    """
+    match = _EXEMPTION.fullmatch(text) if isinstance(text, str) else None
+    if not match or match.group('proto') not in EXEMPT_PROTOS:
+        raise Error('clear_exemptions: %r is not PROTO[/PORT][@NET] with '
+                    'PROTO one of %s' % (text, ', '.join(EXEMPT_PROTOS)))
+    proto, port = match.group('proto'), match.group('port')
+    port = int(port) if port else 0
+    if match.group('port') and not 1 <= port <= 65535:
+        raise Error('clear_exemptions: %r: port %d is not 1-65535'
+                    % (text, port))
+    if proto == 'icmp' and match.group('port'):
+        raise Error('clear_exemptions: %r: ICMP is exempted whole, with no '
+                    'type or port' % (text,))
+    if proto == 'udp' and port in (0,) + IKE_PORTS:
+        raise Error('clear_exemptions: %r would exempt IKE itself (UDP %s)'
+                    % (text, '/'.join(str(p) for p in IKE_PORTS)))
+    return proto, port, match.group('net') or ''
 
 
 def _read(config_files):
@@ -355,6 +403,8 @@ def load(config_files=(), **overrides):
         n.strip() for n in values['skip_networks'] if n.strip())
     values['cert_trust'] = tuple(
         p.strip() for p in values['cert_trust'] if p.strip())
+    values['clear_exemptions'] = tuple(
+        e.strip() for e in values['clear_exemptions'] if e.strip())
     values['vip_networks'] = tuple(sorted(dict(values['vip_networks'])
                                           .items()))
     return Options(**values)

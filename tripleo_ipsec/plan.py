@@ -26,20 +26,25 @@
   every conn names both ends' identities (``names.host_cert_id``,
   ``names.vip_cert_id``) and the certificate this end shows: its own on
   the network, or the VIP's on a holder.
+- Every exemption (``clear_exemptions``) gets, on each host of each
+  protected network it names, passthrough conns from the host's subnet to
+  each subnet of the network (``Clear``): no SA, no key, in clear.
 - Excluded (blacklisted) hosts stay peers of the others, so their tunnels
   keep working, but get no plan of their own.
 """
 
 import dataclasses
 import hashlib
+import ipaddress
 import typing
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec.node import names
 from tripleo_ipsec.options import DEFAULT_SKIP_NETWORKS
+from tripleo_ipsec.options import exemption
+from tripleo_ipsec.options import IKE_PORTS
 
 HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'
-IKE_PORTS = (500, 4500)
 
 
 class Conn(typing.NamedTuple):
@@ -59,11 +64,29 @@ class Conn(typing.NamedTuple):
     cert: str = ''
 
 
+class Clear(typing.NamedTuple):
+    """A passthrough conn: one exemption's traffic, between two subnets.
+
+    Pluto installs its policies (no SA, nothing negotiated) with a better
+    xfrm priority than every encrypted conn's, since its selectors name a
+    protocol (and port).
+    """
+    name: str
+    network: str
+    left: str          # this host's address on the network
+    left_subnet: str   # the network's subnet holding it (and its VIPs)
+    right_subnet: str  # one subnet of the network
+    left_proto: str    # libreswan leftprotoport / rightprotoport
+    right_proto: str
+    exemption: str     # the operator's text, e.g. tcp/22
+
+
 @dataclasses.dataclass(frozen=True)
 class HostPlan(object):
     name: str
     role: str
     conns: tuple       # of Conn, sorted by (network, name)
+    clear: tuple = ()  # of Clear, sorted by (network, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +111,8 @@ class Plan(object):
         hosts = {}
         for name, host in sorted(self.hosts.items()):
             hosts[name] = {'role': host.role,
-                           'conns': [c._asdict() for c in host.conns]}
+                           'conns': [c._asdict() for c in host.conns],
+                           'clear': [c._asdict() for c in host.clear]}
         counts = [len(h.conns) for h in self.hosts.values()] or [0]
         return {
             'networks': list(self.networks),
@@ -153,6 +177,65 @@ def firewall_rules(cidrs_by_network, skip_networks):
             rules[names.firewall_rule(101, 'esp', scope)] = dict(
                 common, proto='esp')
     return rules
+
+
+def _protoports(proto, port, family):
+    """[(leftprotoport, rightprotoport)] that exempt PROTO[/PORT] both ways.
+
+    A port is either end's: this host as the client (the peer's port) and
+    as the server (its own), two conns.
+    """
+    if proto == 'icmp':
+        name = 'icmp' if family == 4 else 'ipv6-icmp'
+        return [('to', name, name)]
+    if not port:
+        return [('to', proto, proto)]
+    return [('to', proto, '%s/%d' % (proto, port)),
+            ('from', '%s/%d' % (proto, port), proto)]
+
+
+def clear_conns(networks, topology, options):
+    """{host: [Clear]}: the exemptions, per host and protected network."""
+    wanted = [exemption(t) + (t,) for t in options.clear_exemptions]
+    unknown = sorted({net for _, _, net, _ in wanted
+                      if net and net not in networks})
+    if unknown:
+        raise Error('clear_exemptions: %s %s not a protected network '
+                    '(protected: %s)' % (', '.join(unknown), 'is' if
+                                         len(unknown) == 1 else 'are',
+                                         ', '.join(networks)))
+    clear = {}
+    for host in topology.hosts:
+        if host.excluded:
+            continue
+        mine = clear.setdefault(host.name, [])
+        for net in networks:
+            address = host.addresses.get(net)
+            if not address:
+                continue
+            family = _family(address)
+            subnets = [c for c in topology.cidrs.get(net, ())
+                       if _family(c) == family]
+            own = [c for c in subnets
+                   if ipaddress.ip_address(address) in
+                   ipaddress.ip_network(c)]
+            if not subnets and any(not only or only == net
+                                   for _, _, only, _ in wanted):
+                raise Error('clear_exemptions: network %s has no IPv%d '
+                            'subnet in net_cidr_map, and an exemption '
+                            'needs the subnets it applies to' % (net, family))
+            left_subnet = own[0] if own else '%s/%d' % (
+                address, 32 if family == 4 else 128)
+            for proto, port, only, text in wanted:
+                if only and only != net:
+                    continue
+                for index, subnet in enumerate(subnets):
+                    for way, left, right in _protoports(proto, port, family):
+                        mine.append(Clear(
+                            names.clear_conn(net, proto, port, way, index),
+                            net, address, left_subnet, subnet, left, right,
+                            text))
+    return clear
 
 
 def with_cert(conn, host, domain):
@@ -243,13 +326,16 @@ def build(topology, options):
         conns = {name: [with_cert(c, name, options.cert_domain)
                         for c in host_conns]
                  for name, host_conns in conns.items()}
+    clear = clear_conns(networks, topology, options)
     hosts = {}
     for host in topology.hosts:
         if host.name in conns:
             hosts[host.name] = HostPlan(
                 host.name, host.role,
                 tuple(sorted(conns[host.name],
-                             key=lambda c: (c.network, c.name, c.kind))))
+                             key=lambda c: (c.network, c.name, c.kind))),
+                tuple(sorted(clear[host.name],
+                             key=lambda c: (c.network, c.name))))
     return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
                 firewall_rules=firewall_rules(topology.cidrs,
                                               options.skip_networks),

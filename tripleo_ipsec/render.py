@@ -98,7 +98,9 @@ def host_files(the_plan, host, master_key, derive=None):
     of what pluto would load for it (its stanza and the shared section it
     includes), the conns this end initiates, each VIP's conns, the
     networks this host protects and, with failure policy private, each
-    conn's pair for the kernel's safety net (names.NET_PRIORITY); the node
+    conn's pair for the kernel's safety net (names.NET_PRIORITY), and the
+    exemptions' passthrough conns (``clear``: network -> {name:
+    exemption}); the node
     side reconciles and verifies from it.  A key is not part of a conn's
     digest: a new key changes the secrets files only, which the node
     rereads without touching a live SA
@@ -167,12 +169,30 @@ def host_files(the_plan, host, master_key, derive=None):
                          if c.kind == plan_mod.VIP_PEER],
                 'holder': [c.name for c in conns
                            if c.kind == plan_mod.VIP_HOLDER]}
+    clear_tpl = _ENV.get_template('clear.conf.j2')
+    by_network, clear = {}, {}
+    for c in the_plan.hosts[host].clear:
+        by_network.setdefault(c.network, []).append(c)
+    for network, conns in sorted(by_network.items()):
+        conf = names.clear_conf(network)
+        text = clear_tpl.render(
+            title='traffic exempted on network %s (%s)' % (network, ', '.join(
+                sorted({c.exemption for c in conns}))),
+            defaults=names.defaults_conn('clear-' + network), conns=conns)
+        files[conf] = (text, 0o644)
+        stanzas = text.split('\nconn ')
+        for conn, stanza in zip(conns, stanzas[2:]):
+            digests[conn.name] = sha256(
+                (stanzas[1] + stanza).encode()).hexdigest()[:16]
+            clear.setdefault(network, {})[conn.name] = conn.exemption
     manifest = {
         'version': 1, 'host': host, 'key_epoch': epoch,
         'files': {'/' + path: '%04o' % mode
                   for path, (_, mode) in files.items()},
         'conns': digests, 'initiate': initiate,
         'networks': sorted(networks), 'auth': opts.auth, 'net': net}
+    if clear:
+        manifest['clear'] = clear
     if opts.cert_ca:
         ipa = opts.cert_ca.upper() == 'IPA'
         for entry in wanted.values():

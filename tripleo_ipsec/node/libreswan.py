@@ -447,6 +447,12 @@ _NET_BODY = re.compile(r'^\s+dir (in|out) action block index (\d+) '
 _NET_MARK = re.compile(r'^\s+mark %s/%s\s*$' % names.NET_MARK, re.M)
 
 
+def clear_conns(manifest):
+    """The exemptions' passthrough conns: {name: exemption}."""
+    return {name: text for conns in manifest.get('clear', {}).values()
+            for name, text in conns.items()}
+
+
 def _host_prefix(address):
     return address + ('/128' if ':' in address else '/32')
 
@@ -535,13 +541,17 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
     With ``net`` (what Libreswan.net found), every expected conn's pair
     must have its safety net: ``net_missing`` lists those that have not
     (an ``ipsec`` restart flushes it; the next deploy puts it back).
+    The exemptions' passthrough conns (``clear``) have no SA; each must be
+    loaded and routed, or ``clear_missing`` names it.
     Returns a JSON-able report.
     """
     holders = holder_conns(manifest)
     peer_side = {n for vip in manifest.get('vips', {}).values()
                  for n in vip.get('peer', [])}
+    clear = clear_conns(manifest)
     expected = sorted(n for n in manifest.get('conns', {})
-                      if n not in holders and (vips or n not in peer_side))
+                      if n not in holders and n not in clear and
+                      (vips or n not in peer_side))
     conns = {}
     for name in expected:
         conn = status.get(name)
@@ -561,7 +571,13 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
     report['net_missing'] = [] if net is None else [
         '%s %s -> %s' % (d, src, dst) for src, dst, d in
         sorted(net_wanted(manifest, expected) - net)]
-    report['ok'] = not missing and not problems and not report['net_missing']
+    # an exemption's passthrough conn has no SA: it must be routed (its
+    # policies in the kernel), or its traffic would be dropped
+    report['clear_missing'] = sorted(
+        n for n in clear if n not in status or
+        status[n].routing in ('', 'unrouted'))
+    report['ok'] = not (missing or problems or report['net_missing'] or
+                        report['clear_missing'])
     return report
 
 
@@ -595,7 +611,7 @@ def parse_manifest(text, what='manifest'):
     if not isinstance(manifest, dict):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (not a '
                              'mapping)' % what)
-    for key in ('conns', 'files', 'vips', 'net'):
+    for key in ('conns', 'files', 'vips', 'net', 'clear'):
         if not isinstance(manifest.get(key, {}), dict):
             raise LibreswanError('%s: not a tripleo-ipsec manifest (%s is '
                                  'not a mapping)' % (what, key))
@@ -607,6 +623,11 @@ def parse_manifest(text, what='manifest'):
                all(_address(a) for a in v)
                for v in manifest.get('net', {}).values()):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (net)' % what)
+    if not all(isinstance(v, dict) and all(
+            isinstance(n, str) and isinstance(t, str) for n, t in v.items())
+            for v in manifest.get('clear', {}).values()):
+        raise LibreswanError('%s: not a tripleo-ipsec manifest (clear)'
+                             % what)
     for name, vip in manifest.get('vips', {}).items():
         if not (isinstance(vip, dict) and _names(vip.get('holder', [])) and
                 _names(vip.get('peer', []))):
@@ -680,4 +701,11 @@ def missing_message(report):
                      'restore them): %s' % (
                          report.get('host'), len(net), ', '.join(net[:4]) +
                          (', ...' if len(net) > 4 else '')))
+    clear = report.get('clear_missing', [])
+    if clear:
+        parts.append('%s: %d passthrough conns of the exemptions are not '
+                     'loaded and routed, so their traffic is dropped: %s' % (
+                         report.get('host'), len(clear), ', '.join(
+                             clear[:4]) + (', ...' if len(clear) > 4
+                                           else '')))
     return '; '.join(parts)

@@ -61,6 +61,21 @@ def vip_conn(vip_name, peer):
     return '%s-vip-%s-%s' % (PREFIX, vip_name, peer)
 
 
+def clear_conn(network, proto, port, way, index):
+    """A passthrough conn of an exemption (IpsecClearExemptions).
+
+    ``way`` is 'to' (the peer's port) or 'from' (this host's), ``index``
+    the subnet's place among the network's: no ``--``, so never a
+    host_conn's name.
+    """
+    return '%s-clear-%s-%s%s-%s-%d' % (PREFIX, network, proto,
+                                       port or '', way, index)
+
+
+def clear_conf(network):
+    return '%s/%s-clear-%s.conf' % (IPSEC_D, PREFIX, network)
+
+
 def vip_holder_alias(vip_name):
     """The ``connalias`` every holder conn of a VIP carries.
 

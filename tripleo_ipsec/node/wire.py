@@ -27,6 +27,7 @@ the lab uses it on the host for the captures it takes on its bridges.
 
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ IKE_ERROR6 = ('(ip6 and ip6[6] == 58 and ip6[40] == 1 and ip6[54] == 17 '
 ALLOWED = ('esp or udp port 500 or udp port 4500 or arp or %s or %s or %s '
            'or %s' % (ND, MLD, IKE_ERROR, IKE_ERROR6))
 MARKER = b'tripleo-ipsec:pb'   # 16 bytes: all that ping -p takes
+# options.exemption's form, checked again here: it reaches tcpdump's filter
+_EXEMPTION = re.compile(r'(tcp|udp|icmp)(?:/([0-9]{1,5}))?(?:@[a-z0-9_]+)?')
 PORT = 7655
 
 
@@ -159,11 +162,32 @@ def read(pcap):
         return f.read()
 
 
-def by_peer(pcap, groups, marker=MARKER, timeout=60):
-    """Count per group of peers, in one tcpdump pass.
+def exempt_bpf(exemptions):
+    """The tcpdump filter of what IpsecClearExemptions leaves in clear.
+
+    EXEMPTIONS are the operator's ``PROTO[/PORT][@NET]`` texts (the network
+    is the caller's business); '' for none.
+    """
+    parts = set()
+    for text in exemptions:
+        match = _EXEMPTION.fullmatch(text)
+        if not match:
+            raise WireError('not an exemption: %r' % (text,))
+        proto, port = match.group(1), match.group(2)
+        if proto == 'icmp':
+            parts.add('icmp or (ip6 and ip6[6] == 58)')
+        else:
+            parts.add('%s port %s' % (proto, port) if port else proto)
+    return ' or '.join('(%s)' % p for p in sorted(parts))
+
+
+def by_peer(pcap, groups, marker=MARKER, timeout=60, exempt=None):
+    """Count per group of peers, in one tcpdump pass per exemption filter.
 
     GROUPS is {group: [address]}; returns {group: {packets, cleartext,
-    marker}} over the packets to or from the group's addresses.
+    marker}} over the packets to or from the group's addresses.  EXEMPT,
+    {group: [exemption]}, names what may cross that group's network in
+    clear (``exempt_bpf``): it is neither cleartext nor a marker hit.
     """
     index = {}
     for group, addresses in groups.items():
@@ -171,14 +195,24 @@ def by_peer(pcap, groups, marker=MARKER, timeout=60):
             index[str(ipaddress.ip_address(address))] = group
     result = {g: {'packets': 0, 'cleartext': 0, 'marker': 0} for g in groups}
 
-    def tally(data, key):
+    def tally(data, key, only):
         for _, src, dst, _, payload in packets(data):
-            for group in {index.get(src), index.get(dst)} - {None}:
-                result[group][key] += 1
-                if key == 'packets':
-                    result[group]['marker'] += payload.count(marker)
-    tally(read(pcap), 'packets')
-    tally(select(pcap, 'not (%s)' % ALLOWED, timeout), 'cleartext')
+            for group in {index.get(src), index.get(dst)} & only:
+                if key == 'marker':
+                    result[group][key] += payload.count(marker)
+                else:
+                    result[group][key] += 1
+    everything = read(pcap)
+    tally(everything, 'packets', set(groups))
+    filters = {}
+    for group in groups:
+        bpf = exempt_bpf((exempt or {}).get(group, ()))
+        filters.setdefault(bpf, set()).add(group)
+    for bpf, only in sorted(filters.items()):
+        clear = 'not (%s%s)' % (ALLOWED, ' or ' + bpf if bpf else '')
+        tally(select(pcap, clear, timeout), 'cleartext', only)
+        tally(select(pcap, 'not (%s)' % bpf, timeout) if bpf else
+              everything, 'marker', only)
     return result
 
 

@@ -19,9 +19,11 @@ description:
     C(send) sends ICMP and TCP carrying a marker to every target;
     C(stop) stops both and counts, per network, the packets to or from the
     targets that are not ESP, IKE, ARP or neighbour discovery, and the
-    marker's appearances.  C(stop) fails when a protected network shows
-    either, when an unprotected network with targets shows no marker
-    (then the capture could not have seen cleartext either), and when
+    marker's appearances, leaving out what the manifest's exemptions
+    (IpsecClearExemptions) let through in clear.  C(stop) fails when a
+    protected network shows either, when an unprotected network with
+    targets shows no marker (then the capture could not have seen
+    cleartext either), and when
     there is no target at all (nothing was proven).
 options:
   phase:
@@ -115,10 +117,16 @@ def finish(module, p):
     pcap = os.path.join(p['workdir'], 'probe.pcap')
     with open(os.path.join(p['workdir'], 'sent.json')) as f:
         sent = json.load(f)
+    manifest = {}
+    if p['protected'] is None or os.path.exists(p['manifest']):
+        with open(p['manifest']) as f:
+            manifest = json.load(f)
     protected = p['protected']
     if protected is None:
-        with open(p['manifest']) as f:
-            protected = json.load(f).get('networks', [])
+        protected = manifest.get('networks', [])
+    # what IpsecClearExemptions leaves in clear, per network
+    exempt = {net: sorted(set(conns.values()))
+              for net, conns in manifest.get('clear', {}).items()}
     if not p['targets']:
         # nothing sent, nothing proven: an inventory without tripleo-common's
         # tripleo_role_networks and <network>_ip variables gets here
@@ -127,7 +135,7 @@ def finish(module, p):
     by_net = {}
     for t in p['targets']:
         by_net.setdefault(t['network'], []).append(t['address'])
-    networks, bad = wire.by_peer(pcap, by_net), []
+    networks, bad = wire.by_peer(pcap, by_net, exempt=exempt), []
     for net, addresses in sorted(by_net.items()):
         result = networks[net]
         result['protected'] = net in protected
