@@ -52,6 +52,8 @@ DEFAULT_OPTIONS = {
     'encapsulation': 'auto',
     'compress': False,
     'clear_exemptions': [],
+    'conn_budget': 500,
+    'mtu_floor': 1280,
     'key_epoch': 0,
     'auth': 'psk',
     'cert_ca': '',
@@ -728,6 +730,22 @@ class TestBadInput(CliTestCase):
                           'tcp/22, udp/500\n')
         self.assertRefused(['udp/500', 'IKE itself'], '--config-file', path)
 
+    def test_bad_conn_budget(self):
+        self.assertRefused(['conn budget', '>= 0'], '--conn-budget', '-1')
+        path = self.write('budget.conf', '[ipsec]\nconn_budget = many\n')
+        self.assertRefused(['conn_budget', 'invalid value'],
+                           '--config-file', path)
+
+    def test_bad_mtu_inputs(self):
+        self.assertRefused(['mtu floor', '>= 0'], '--mtu-floor', '-5')
+        path = self.write_yaml('mtu.yaml', {'internal_api': 'jumbo'})
+        self.assertRefused(['net_mtu_map.internal_api', "'jumbo'",
+                            'not an MTU'], '--net-mtu-map', path)
+        path = self.write_yaml('mtu.yaml', {'internal_api': 1300,
+                                            'storage': 1500})
+        self.assertRefused(['internal_api', '1266', 'floor of 1290'],
+                           '--net-mtu-map', path, '--mtu-floor', '1290')
+
     def test_an_exemption_needs_the_subnets(self):
         # the stock outputs come without net_cidr_map
         self.assertRefused(['internal_api', 'net_cidr_map'],
@@ -847,6 +865,35 @@ class TestPlan(CliTestCase):
                 {c['network'] for c in host['conns']}, set(DEFAULT_NETWORKS))
         self.assertEqual(5, data['summary']['hosts'])
 
+    def test_load_table_and_budget_warning(self):
+        path = self.write_yaml('mtu.yaml', {'internal_api': 1500,
+                                            'storage': 9000})
+        rows = table_rows(self.assertOk(run_cli(
+            'plan', '--stack-outputs', STOCK, '--net-mtu-map', path)))
+        self.assertEqual(['host', 'role', 'conns', 'SAs (max)',
+                          'xfrm states (max)', 'networks'], rows[0])
+        self.assertEqual([['internal_api', '1500', 'ipv4', '1466', '1438'],
+                          ['storage', '9000', 'ipv4', '8966', '8938'],
+                          ['storage_mgmt', 'unknown', '-', '-', '-']],
+                         rows[-3:])
+        by_host = {r[0]: r for r in rows[1:6]}
+        self.assertEqual(['33', '33', '66'],
+                         by_host['overcloud-controller-0'][2:5])
+        # past the budget: a warning per node on stderr, still exit 0
+        for command in ('plan', 'render'):
+            args = [command, '--stack-outputs', STOCK, '--conn-budget', '30']
+            if command == 'render':
+                args += ['--master-key-file', self.key, '--out',
+                         os.path.join(self.work, 'out')]
+            result = run_cli(*args)
+            self.assertEqual(0, result.returncode, result.stderr)
+            lines = result.stderr.splitlines()
+            self.assertEqual(3, len(lines), result.stderr)
+            for line in lines:
+                self.assertRegex(line, r'^tripleo-ipsec: warning: overcloud-'
+                                 r'controller-\d: 33 SAs at most \(33 '
+                                 r'conns\), over the conn budget of 30 ')
+
     def test_firewall_rules_from_net_cidr_map(self):
         path = self.write_yaml('net-cidr-map.yaml', synth.net_cidr_map())
         rules = self.plan('--stack-outputs', STOCK, '--net-cidr-map', path,
@@ -871,12 +918,19 @@ class TestPlan(CliTestCase):
     def test_table(self):
         rows = table_rows(self.assertOk(run_cli(
             'plan', '--stack-outputs', STOCK, '-f', 'table')))
-        self.assertEqual(['host', 'role', 'conns', 'networks'], rows[0])
+        self.assertEqual(['host', 'role', 'conns', 'SAs (max)',
+                          'xfrm states (max)', 'networks'], rows[0])
+        # then one row per network: its MTU unknown without network_data
+        mtu = rows.index(['network', 'link MTU', 'family', 'inner MTU',
+                          'ping -M do -s'])
+        self.assertEqual([[n, 'unknown', '-', '-', '-']
+                          for n in DEFAULT_NETWORKS], rows[mtu + 1:])
+        rows = rows[:mtu]
         self.assertEqual(HOSTS, [r[0] for r in rows[1:]])
         self.assertEqual(['Controller'] * 3 + ['Compute'] * 2,
                          [r[1] for r in rows[1:]])
-        self.assertEqual(', '.join(DEFAULT_NETWORKS), rows[1][3])
-        self.assertEqual('internal_api, storage', rows[-1][3])
+        self.assertEqual(', '.join(DEFAULT_NETWORKS), rows[1][5])
+        self.assertEqual('internal_api, storage', rows[-1][5])
         for row in rows[1:]:
             self.assertGreater(int(row[2]), 0)
 

@@ -24,6 +24,8 @@ import os
 import re
 import time
 
+from testtools import content
+
 from tests import base
 from tripleo_ipsec import keys
 from tripleo_ipsec.node import libreswan
@@ -44,14 +46,16 @@ class Pair(object):
 
     NODES = ('a', 'b')
 
-    def __init__(self, test, g, work, **opts):
-        outputs = base.fixture_outputs('stock')
+    def __init__(self, test, g, work, fixture='stock', mtus=None, **opts):
+        outputs = base.fixture_outputs(fixture)
         # the stock networks' subnets (an exemption needs them)
-        cidrs = {net: ['%s.0/24' % addresses[0].rsplit('.', 1)[0]]
-                 for net, addresses in outputs['RoleNetIpMap']
-                 ['Controller'].items()}
-        the_plan = base.make_plan(sources.topology_of(outputs, cidrs),
-                                  **opts)
+        cidrs = base.fixture_cidrs(fixture) or {
+            net: ['%s.0/24' % addresses[0].rsplit('.', 1)[0]]
+            for net, addresses in outputs['RoleNetIpMap']
+            ['Controller'].items()}
+        the_plan = base.make_plan(sources.topology_of(
+            outputs, cidrs, net_mtu_map=mtus), **opts)
+        self.plan = the_plan
         key = keys.create(os.path.join(work, 'master.key'))
         out = os.path.join(work, 'out')
         render.write(the_plan, key, out)
@@ -85,12 +89,27 @@ class Pair(object):
                       # IPv6 neighbour discovery would be on the capture
                       'ip netns exec %s sysctl -qw '
                       'net.ipv6.conf.v%s.disable_ipv6=1' % (ns, ns),
-                      'ip -n %s addr add %s/24 dev v%s'
-                      % (ns, self.address[ns], ns),
                       'ip -n %s link set v%s up' % (ns, ns),
                       'mkdir -p /etc/netns/%s/ipsec.d /run/pluto-%s'
                       % (ns, ns),
                       'ipsec initnss --nssdir /etc/netns/%s/ipsec.d' % ns]
+        self.g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+        self.configure()
+
+    def configure(self, mtu=None):
+        """This pair's addresses on the link (and the link's MTU)."""
+        lines = []
+        for ns in self.NODES:
+            if ':' in self.address[ns]:
+                lines += ['ip netns exec %s sysctl -qw '
+                          'net.ipv6.conf.v%s.disable_ipv6=0' % (ns, ns),
+                          'ip -n %s addr replace %s/64 dev v%s nodad'
+                          % (ns, self.address[ns], ns)]
+            else:
+                lines.append('ip -n %s addr replace %s/24 dev v%s'
+                             % (ns, self.address[ns], ns))
+            if mtu:
+                lines.append('ip -n %s link set v%s mtu %d' % (ns, ns, mtu))
         self.g.run(['/bin/sh', '-ec', '\n'.join(lines)])
 
     def start(self):
@@ -109,7 +128,9 @@ class Pair(object):
                         '--rundir', '/run/pluto-%s' % ns,
                         '--logfile', self.log(ns)], netns=ns)
             deadline = time.monotonic() + 60
-            while '%s:500' % self.address[ns] not in self.whack(
+            listening = ('[%s]:500' if ':' in self.address[ns] else
+                         '%s:500') % self.address[ns]
+            while listening not in self.whack(
                     ns, '--status', check=False).stdout:
                 self.test.assertLess(time.monotonic(), deadline, ns)
                 time.sleep(0.05)
@@ -137,7 +158,7 @@ class Pair(object):
         """Run SEND(g) under a capture on a's end of the link; the pcap."""
         pcap = os.path.join(self.work, '%s.pcap' % tag)
         pid = self.g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
-                            '--immediate-mode -s 2048 -w %s 2> %s.log'
+                            '--immediate-mode -s 0 -w %s 2> %s.log'
                             % (pcap, pcap)], netns='a')
         deadline = time.monotonic() + 30
         while self.g.run(['grep', '-q', 'listening on', pcap + '.log'],
@@ -320,3 +341,82 @@ class TestExemptionsOnTheWire(base.TestCase):
         self.assertEqual(0, wire.cleartext(pcap))
         self.assertEqual(0, wire.marker_hits(pcap))
         self.assertGreater(wire.count(pcap, 'esp'), 0)
+
+
+class TestMtuOnTheWire(base.TestCase):
+    """The plan's inner MTU, against the kernel's, on 1500 and 9000 links.
+
+    For each link MTU and address family, the largest ``ping -M do``
+    payload the plan computes crosses the link inside ESP (every echo
+    answered, only ESP on the capture, its largest packet exactly the
+    link's MTU); one byte more does not leave the node: IPv4's kernel
+    refuses it with "message too long, mtu=<the plan's inner MTU>",
+    IPv6's drops it, and the capture shows nothing.
+    """
+
+    def setUp(self):
+        super(TestMtuOnTheWire, self).setUp()
+        why = guest.unavailable()
+        if why:
+            self.skipTest(why)
+
+    def ping(self, g, pair, size, family):
+        result = g.run(['ping', '-%d' % family, '-M', 'do', '-c', '5', '-i',
+                        '0.1', '-W', '2', '-s', str(size),
+                        pair.address['b']], netns='a', check=False)
+        match = re.search(r'(\d+) received', result.stdout)
+        return (int(match.group(1)) if match else 0,
+                result.stdout + result.stderr)
+
+    def test_largest_payload_crosses_one_more_does_not(self):
+        work = self.tempdir()
+        g = guest.Guest(work, timeout=900)
+        g.boot()
+        self.addCleanup(g.close)
+        figures = []
+        built = False
+        for fixture, family in (('stock', 4), ('dual_stack', 6)):
+            for link in (1500, 9000):
+                tag = 'v%d-%d' % (family, link)
+                os.makedirs(os.path.join(work, tag))
+                pair = Pair(self, g, os.path.join(work, tag), fixture,
+                            mtus={'internal_api': link})
+                if not built:
+                    pair.build()
+                    built = True
+                pair.configure(link)
+                entry = pair.plan.mtu['internal_api']['ipv%d' % family]
+                pair.start()
+                got = []
+                pcap = pair.capture(tag, lambda: got.append(
+                    self.ping(g, pair, entry['ping'], family)))
+                refused = []
+                over_pcap = pair.capture(tag + '-over', lambda: refused.append(
+                    self.ping(g, pair, entry['ping'] + 1, family)))
+                over = refused[0]
+                for ns in Pair.NODES:
+                    pair.whack(ns, '--shutdown')
+                    g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/'
+                           'pluto.pid ]; do sleep 0.1; done' % ns],
+                          timeout=60)
+                self.assertEqual(5, got[0][0], got[0][1])
+                self.assertEqual(0, over[0], over[1])
+                over_esp = ip_payloads(over_pcap, 'esp')
+                self.addDetail(tag + '-over', content.text_content(
+                    '%s\nESP on the wire: %r' % (over[1], over_esp)))
+                # nothing leaves: IPv4's sender says why, with the plan's
+                # inner MTU; IPv6's drops it without a word
+                self.assertEqual([], over_esp, tag)
+                self.assertEqual(0, wire.cleartext(over_pcap), tag)
+                if family == 4:
+                    self.assertIn('message too long, mtu=%d' % entry['inner'],
+                                  over[1])
+                self.assertEqual(0, wire.cleartext(pcap), tag)
+                carried = [n + (40 if family == 6 else 20)
+                           for n in ip_payloads(pcap, 'esp')]
+                self.assertGreaterEqual(len(carried), 10, tag)
+                # the largest fills the link to the byte
+                self.assertEqual(link, max(carried), tag)
+                figures.append((tag, entry['inner'], entry['ping'],
+                                max(carried)))
+        self.addDetail('figures', content.text_content(repr(figures)))

@@ -24,7 +24,9 @@ from tripleo_ipsec import errors
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
+from tripleo_ipsec import proposals
 from tripleo_ipsec import sources
+from tripleo_ipsec import topology
 from tripleo_ipsec_lab import synth
 
 _PSK = re.compile(r'^(\S+) (\S+) : PSK "([^"]+)"$', re.M)
@@ -375,7 +377,8 @@ class TestFirewall(base.TestCase):
         the_plan = base.make_plan(base.fixture_topology('stock'))
         data = the_plan.to_dict()
         self.assertEqual({'hosts': 5, 'conns': 123,
-                          'max_conns_per_host': 33}, data['summary'])
+                          'max_conns_per_host': 33, 'max_sas_per_host': 33,
+                          'over_budget': []}, data['summary'])
         self.assertEqual(sorted(data['firewall_rules']),
                          sorted(the_plan.firewall_rules))
 
@@ -396,3 +399,110 @@ class TestSkipNetworks(base.TestCase):
                                 skip_networks=('tenant', 'bogus'))
         self.assertIn('bogus', str(exc))
         self.assertNotIn('tenant,', str(exc))
+
+
+class TestBudget(base.TestCase):
+    """What each node carries, and the warning past IpsecConnBudget."""
+
+    def test_load_per_host(self):
+        the_plan = base.make_plan(base.fixture_topology('stock'))
+        load = the_plan.load()
+        controller = load['overcloud-controller-0']
+        # 2 controllers + 2 computes on internal_api and storage, 2
+        # controllers on storage_mgmt; 5 VIPs: 4 peer conns (not its own
+        # network's peers only) and holder conns to every other member
+        self.assertEqual(len(the_plan.hosts['overcloud-controller-0'].conns),
+                         controller['child_sas'])
+        self.assertEqual(controller['child_sas'], controller['ike_sas'])
+        self.assertEqual(2 * controller['child_sas'],
+                         controller['xfrm_states'])
+        self.assertEqual(0, controller['clear'])
+        compute = load['overcloud-novacompute-0']
+        self.assertLess(compute['child_sas'], controller['child_sas'])
+        compressed = base.make_plan(base.fixture_topology('stock'),
+                                    compress=True).load()
+        self.assertEqual(4 * controller['child_sas'],
+                         compressed['overcloud-controller-0']['xfrm_states'])
+        # passthrough conns count as conns, not SAs
+        topo = base.fixture_topology('composable')
+        plain = base.make_plan(topo).load()
+        exempt = base.make_plan(topo, clear_exemptions=('tcp/22',)).load()
+        for name, entry in exempt.items():
+            self.assertEqual(plain[name]['child_sas'], entry['child_sas'])
+            self.assertEqual(plain[name]['conns'] + entry['clear'],
+                             entry['conns'])
+            self.assertGreater(entry['clear'], 0, name)
+
+    def test_over_budget(self):
+        topo = base.fixture_topology('stock')
+        self.assertEqual([], base.make_plan(topo).over_budget())
+        lines = base.make_plan(topo, conn_budget=20).over_budget()
+        # the three controllers carry 33 SAs, the computes 12
+        self.assertEqual(3, len(lines), lines)
+        self.assertTrue(all('33 SAs' in line and 'IpsecConnBudget' in line
+                            for line in lines), lines)
+        self.assertEqual([], base.make_plan(topo, conn_budget=0)
+                         .over_budget())
+        self.assertEqual([], base.make_plan(topo, conn_budget=33)
+                         .over_budget())
+
+
+class TestMtu(base.TestCase):
+    """The inner MTU per protected network and family, and the floor."""
+
+    def test_kernel_figures(self):
+        # research/keys-groups-mtu.md, from the kernel's xfrm_state_mtu
+        for link, udp, inner in ((1500, False, 1466), (1500, True, 1458),
+                                 (9000, False, 8966), (1450, False, 1414)):
+            for family in (4, 6):
+                self.assertEqual(inner, proposals.inner_mtu(
+                    'aes_gcm256', link, family, udp), (link, udp, family))
+        # a proposal's worst case: CBC with SHA2-512 costs the most
+        self.assertEqual(1442, proposals.inner_mtu(
+            'aes_gcm256,aes256-sha2_512', 1500, 4))
+        self.assertEqual(1442, proposals.inner_mtu('aes256', 1500, 4))
+        self.assertEqual(1474, proposals.inner_mtu('aes_gcm_a', 1500, 4))
+
+    def test_from_the_inventory_and_the_map(self):
+        outputs = base.fixture_outputs('stock')
+        inv = sources.inventory(outputs)
+        inv['Controller']['vars']['internal_api_mtu'] = 9000
+        inv['Compute']['vars']['internal_api_mtu'] = '1500'
+        inv['Controller']['vars']['storage_mtu'] = 9000
+        topo = topology.build(inv, sources.vip_map(outputs))
+        # the smallest of the roles', as text or number
+        self.assertEqual({'internal_api': 1500, 'storage': 9000},
+                         topo.mtus)
+        the_plan = base.make_plan(topo)
+        self.assertEqual(
+            {'link': 1500, 'ipv4': {'inner': 1466, 'ping': 1438}},
+            the_plan.mtu['internal_api'])
+        self.assertEqual(8966, the_plan.mtu['storage']['ipv4']['inner'])
+        self.assertEqual({'link': None}, the_plan.mtu['storage_mgmt'])
+        self.assertEqual(8958, base.make_plan(topo, encapsulation='yes')
+                         .mtu['storage']['ipv4']['inner'])
+        topo = topology.build(inv, sources.vip_map(outputs),
+                              net_mtu_map={'internal_api': 1400})
+        self.assertEqual(1400, topo.mtus['internal_api'])
+        for bad in ('jumbo', 100, 70000, True, None):
+            self.assertRaisesRegex(
+                errors.Error, r'net_mtu_map.internal_api: .* is not an MTU',
+                topology.build, inv, sources.vip_map(outputs),
+                net_mtu_map={'internal_api': bad})
+        inv['Compute']['vars']['internal_api_mtu'] = 'big'
+        self.assertRaisesRegex(errors.Error, 'role Compute: internal_api_mtu',
+                               topology.build, inv)
+
+    def test_floor(self):
+        topo = sources.topology_of(base.fixture_outputs('dual_stack'),
+                                   base.fixture_cidrs('dual_stack'),
+                                   net_mtu_map={'internal_api': 1300})
+        # 1300 leaves 1266 inside ESP: under IPv6's 1280
+        self.assertRaisesRegex(
+            errors.Error, r'^network internal_api: ESP \(aes_gcm256\) leaves '
+            r'IPv6 packets 1266 bytes of its MTU 1300, below the floor of '
+            r'1280 \(IpsecMtuFloor\)', base.make_plan, topo)
+        self.assertEqual(1266, base.make_plan(topo, mtu_floor=0)
+                         .mtu['internal_api']['ipv6']['inner'])
+        self.assertEqual(1218, base.make_plan(topo, mtu_floor=0)
+                         .mtu['internal_api']['ipv6']['ping'])

@@ -67,6 +67,10 @@ def _add_source(parser):
                        help='VIP name -> address, as THT\'s VipMap '
                             '(config-download\'s net_vip_map); with '
                             '--inventory, for VIPs it lacks (ovn_dbs)')
+    group.add_argument('--net-mtu-map', metavar='FILE',
+                       help='network -> link MTU, as network_data\'s mtu '
+                            '(JSON or YAML); default, the inventory\'s '
+                            '<network>_mtu')
     group.add_argument('--plan-name', metavar='NAME',
                        help='the plan (stack) name the inventory uses '
                             '(default: the --stack name, or overcloud)')
@@ -171,12 +175,14 @@ def _plan_name(args):
 def _topology(args, opts):
     cidrs = sources.load_mapping(args.net_cidr_map, 'net_cidr_map')
     vips = sources.load_mapping(args.net_vip_map, 'net_vip_map')
+    mtus = sources.load_mapping(args.net_mtu_map, 'net_mtu_map')
     vip_networks = dict(opts.vip_networks)
     if args.inventory:
         return topology.build(sources.load_inventory(args.inventory), vips,
-                              cidrs, vip_networks)
+                              cidrs, vip_networks, mtus)
     return sources.topology_of(_outputs(args), cidrs, vip_networks,
-                               _plan_name(args), vips=vips or None)
+                               _plan_name(args), vips=vips or None,
+                               net_mtu_map=mtus)
 
 
 def _print(fmt, data, rows, header):
@@ -209,14 +215,33 @@ def cmd_inventory(args):
     _print(args.format, inv, rows, ['host', 'networks'])
 
 
+def _warn_budget(the_plan):
+    for line in the_plan.over_budget():
+        sys.stderr.write('%s: warning: %s\n' % (PROG, line))
+
+
 def cmd_plan(args):
     opts = _options(args)
     the_plan = plan_mod.build(_topology(args, opts), opts)
-    rows = [(name, h.role, len(h.conns),
+    loads = the_plan.load()
+    rows = [(name, h.role, loads[name]['conns'], loads[name]['child_sas'],
+             loads[name]['xfrm_states'],
              ', '.join(sorted({c.network for c in h.conns})))
             for name, h in sorted(the_plan.hosts.items())]
     _print(args.format, the_plan.to_dict(), rows,
-           ['host', 'role', 'conns', 'networks'])
+           ['host', 'role', 'conns', 'SAs (max)', 'xfrm states (max)',
+            'networks'])
+    if args.format == 'table':
+        rows = [(net, entry['link'] or 'unknown', family,
+                 entry[family]['inner'], entry[family]['ping'])
+                for net, entry in sorted(the_plan.mtu.items())
+                for family in ('ipv4', 'ipv6') if family in entry]
+        rows += [(net, 'unknown', '-', '-', '-')
+                 for net, entry in sorted(the_plan.mtu.items())
+                 if not entry['link']]
+        _print(args.format, None, rows, ['network', 'link MTU', 'family',
+                                         'inner MTU', 'ping -M do -s'])
+    _warn_budget(the_plan)
 
 
 def cmd_render(args):
@@ -240,6 +265,7 @@ def cmd_render(args):
                       for h, n in sorted(written.items())}}
     rows = [(h, v['files'], v['conns']) for h, v in data['hosts'].items()]
     _print(args.format, data, rows, ['host', 'files', 'conns'])
+    _warn_budget(the_plan)
 
 
 def _auth(conn, held):

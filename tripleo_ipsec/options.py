@@ -153,6 +153,28 @@ KNOBS = (
                   'udp/4500, or udp without a port) is refused. Each '
                   'becomes a passthrough conn that beats every encrypted '
                   'one.')),
+    Knob(heat='IpsecConnBudget', metavar='SAS',
+         summary='plan and render warn when a node would carry more SAs '
+                 'than this (0: never)',
+         opt=cfg.IntOpt(
+             'conn_budget', default=500, min=0,
+             help='Warn, in tripleo-ipsec plan and render and in the '
+                  'deploy\'s render task, when a node would carry more '
+                  'IPsec SAs than this: one per peer per protected network, '
+                  'one per VIP it sends to or may hold. A restarted pluto '
+                  'negotiates every one of them again before its node is '
+                  'whole (bench/establish.py). 0 never warns.')),
+    Knob(heat='IpsecMtuFloor', metavar='BYTES',
+         summary='the plan fails when ESP leaves a protected network an '
+                 'inner MTU below this (0: never)',
+         opt=cfg.IntOpt(
+             'mtu_floor', default=1280, min=0,
+             help='The smallest inner MTU a protected network may be left '
+                  'with: the plan (and so the deploy) fails when the '
+                  'network\'s link MTU (network_data mtu) minus what ESP '
+                  'adds for the ESP proposal, the address family and the '
+                  'encapsulation is below it. 1280 is the least IPv6 '
+                  'works with. 0 never fails.')),
     Knob(heat='IpsecKeyEpoch', metavar='N',
          summary='mixed into every key; bump it to rotate every key',
          opt=cfg.IntOpt(
@@ -308,7 +330,8 @@ class _Checked(object):
         if not names.valid_host(self.cert_domain):
             raise Error('cert_domain %r is not a DNS domain'
                         % (self.cert_domain,))
-        for what in ('key_epoch', 'cert_margin_days'):
+        for what in ('key_epoch', 'cert_margin_days', 'conn_budget',
+                     'mtu_floor'):
             value = getattr(self, what)
             if (not isinstance(value, int) or isinstance(value, bool) or
                     value < 0):

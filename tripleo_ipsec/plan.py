@@ -43,6 +43,7 @@ from tripleo_ipsec.node import names
 from tripleo_ipsec.options import DEFAULT_SKIP_NETWORKS
 from tripleo_ipsec.options import exemption
 from tripleo_ipsec.options import IKE_PORTS
+from tripleo_ipsec import proposals
 
 HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'
 
@@ -88,6 +89,19 @@ class HostPlan(object):
     conns: tuple       # of Conn, sorted by (network, name)
     clear: tuple = ()  # of Clear, sorted by (network, name)
 
+    def load(self, compress=False):
+        """What this host's pluto and kernel carry, at most.
+
+        Every conn has one IKE SA and one Child SA when it is up (a VIP's
+        holder conns only while this host holds the VIP: counted as if it
+        held them all); a Child SA is two kernel xfrm states, four with
+        IPComp.  Passthrough conns (``clear``) have no SA.
+        """
+        sas = len(self.conns)
+        return {'conns': len(self.conns) + len(self.clear),
+                'clear': len(self.clear), 'ike_sas': sas, 'child_sas': sas,
+                'xfrm_states': sas * (4 if compress else 2)}
+
 
 @dataclasses.dataclass(frozen=True)
 class VipPlan(object):
@@ -106,23 +120,47 @@ class Plan(object):
     vips: tuple                # of VipPlan
     firewall_rules: dict       # tripleo_firewall rules, by rule name
     options: object            # the Options the plan was made with
+    mtu: dict = dataclasses.field(default_factory=dict)  # mtus()
+
+    def load(self):
+        """{host: HostPlan.load()}."""
+        return {name: host.load(self.options.compress)
+                for name, host in self.hosts.items()}
+
+    def over_budget(self):
+        """One line per host whose SAs exceed ``options.conn_budget``."""
+        budget = self.options.conn_budget
+        if not budget:
+            return []
+        return ['%s: %d SAs at most (%d conns), over the conn budget of %d '
+                'per node (IpsecConnBudget): every one is negotiated again '
+                'when its pluto restarts' % (name, load['child_sas'],
+                                             load['conns'], budget)
+                for name, load in sorted(self.load().items())
+                if load['child_sas'] > budget]
 
     def to_dict(self):
         hosts = {}
+        loads = self.load()
         for name, host in sorted(self.hosts.items()):
             hosts[name] = {'role': host.role,
                            'conns': [c._asdict() for c in host.conns],
-                           'clear': [c._asdict() for c in host.clear]}
+                           'clear': [c._asdict() for c in host.clear],
+                           'load': loads[name]}
         counts = [len(h.conns) for h in self.hosts.values()] or [0]
+        sas = [v['child_sas'] for v in loads.values()] or [0]
         return {
             'networks': list(self.networks),
             'hosts': hosts,
             'vips': [dataclasses.asdict(v) for v in self.vips],
             'firewall_rules': self.firewall_rules,
+            'mtu': self.mtu,
             'options': self.options.to_dict(),
             'summary': {'hosts': len(self.hosts),
                         'conns': sum(counts),
-                        'max_conns_per_host': max(counts)},
+                        'max_conns_per_host': max(counts),
+                        'max_sas_per_host': max(sas),
+                        'over_budget': self.over_budget()},
         }
 
 
@@ -238,6 +276,39 @@ def clear_conns(networks, topology, options):
     return clear
 
 
+def mtus(networks, topology, options):
+    """What ESP leaves of each protected network's MTU, per address family.
+
+    {network: {'link': MTU or None, 'ipv4'/'ipv6': {'inner': the largest
+    IP packet that crosses inside ESP, 'ping': the largest ICMP echo
+    payload (``ping -M do -s``)}}}, for the families the network's hosts
+    use, with the ESP proposal's worst case and the encapsulation
+    (``yes``: 8 bytes of UDP).  Raises Error when an inner MTU is below
+    ``options.mtu_floor``.  A network whose link MTU the deployment does
+    not give is left unchecked (``link`` None).
+    """
+    udp = options.encapsulation == 'yes'
+    result = {}
+    for net in networks:
+        link = topology.mtus.get(net)
+        entry = result.setdefault(net, {'link': link})
+        families = sorted({_family(h.addresses[net])
+                           for h in topology.members(net)})
+        for family in families if link else ():
+            inner = proposals.inner_mtu(options.esp, link, family, udp)
+            entry['ipv%d' % family] = {
+                'inner': inner,
+                'ping': inner - proposals.IP_HEADER[family] - 8}
+            if inner < options.mtu_floor:
+                raise Error(
+                    'network %s: ESP (%s%s) leaves IPv%d packets %d bytes '
+                    'of its MTU %d, below the floor of %d (IpsecMtuFloor): '
+                    'raise the network\'s mtu in network_data' % (
+                        net, options.esp, ', in UDP' if udp else '', family,
+                        inner, link, options.mtu_floor))
+    return result
+
+
 def with_cert(conn, host, domain):
     """CONN of HOST with the identities and certificate auth cert uses."""
     mine = names.host_cert_id(host, conn.network, domain)
@@ -339,4 +410,4 @@ def build(topology, options):
     return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
                 firewall_rules=firewall_rules(topology.cidrs,
                                               options.skip_networks),
-                options=options)
+                options=options, mtu=mtus(networks, topology, options))

@@ -124,3 +124,62 @@ def check(kind, value):
     for proposal in value.split(','):
         _proposal(proposal, kind)
     return value
+
+
+# What ESP adds to a packet, as the kernel counts it (xfrm_state_mtu):
+# cipher -> (IV bytes, ICV bytes or None (the integrity's), block).  ESP's
+# header is 8 bytes more, its trailer 2, and the payload is padded to the
+# block (4 at least).  RFC 4303, 4106 (GCM: 8-byte IV, ICV 16 unless _a/_8
+# or _b/_12), 7634 (ChaCha20-Poly1305), 3602 (CBC), 3686 (CTR).
+ESP_CIPHERS = {
+    'aes_gcm': (8, 16, 4), 'aes_gcm_c': (8, 16, 4), 'aes_gcm_16': (8, 16, 4),
+    'aes_gcm_b': (8, 12, 4), 'aes_gcm_12': (8, 12, 4),
+    'aes_gcm_a': (8, 8, 4), 'aes_gcm_8': (8, 8, 4),
+    'chacha20_poly1305': (8, 16, 4),
+    'aes': (16, None, 16), 'aes_cbc': (16, None, 16), 'aes_ctr': (8, None, 4),
+}
+# integrity -> ICV bytes (HMAC truncated to half, RFC 4868)
+ESP_ICV = {'sha2': 16, 'sha2_256': 16, 'sha2_384': 24, 'sha2_512': 32}
+ESP_HEADER, ESP_TRAILER, UDP_ENCAP = 8, 2, 8
+IP_HEADER = {4: 20, 6: 40}
+
+
+def _base(token):
+    """A cipher's spelling -> its name without the key length."""
+    for name in sorted(ESP_CIPHERS, key=len, reverse=True):
+        if token == name or (token.startswith(name) and
+                             token[len(name):].lstrip('_') in AES_KEYLENS):
+            return name
+    raise Error('ESP encryption algorithm %r is not one of the accepted '
+                'ones' % token)
+
+
+def esp_shapes(esp):
+    """Every (IV, ICV, block) the ``esp=`` value may negotiate."""
+    shapes = set()
+    for proposal in check('ESP', esp).split(','):
+        parts = proposal.split(';')[0].split('-')
+        integ = [t for t in (parts[1].split('+') if len(parts) > 1 else ())
+                 if t in ESP_ICV] or sorted(ESP_ICV)
+        for token in parts[0].split('+'):
+            iv, icv, block = ESP_CIPHERS[_base(token)]
+            for icv in [icv] if icv else [ESP_ICV[i] for i in integ]:
+                shapes.add((iv, icv, block))
+    return sorted(shapes)
+
+
+def inner_mtu(esp, link_mtu, family, udp=False):
+    """The largest IP packet that crosses a LINK_MTU link inside ESP.
+
+    Transport mode, the kernel's arithmetic (net/xfrm xfrm_state_mtu):
+    the smallest over every cipher and integrity ``esp`` may negotiate;
+    ``udp`` adds ESP-in-UDP's 8 bytes (NAT-T).
+    """
+    iph = IP_HEADER[family]
+    worst = None
+    for iv, icv, block in esp_shapes(esp):
+        header = ESP_HEADER + iv + (UDP_ENCAP if udp else 0)
+        inner = ((link_mtu - header - icv - iph) & ~(block - 1)) + iph - \
+            ESP_TRAILER
+        worst = inner if worst is None else min(worst, inner)
+    return worst

@@ -345,11 +345,11 @@ def vip_map(outputs):
 
 
 def topology_of(outputs, net_cidr_map=None, vip_networks=None,
-                plan='overcloud', vips=None):
+                plan='overcloud', vips=None, net_mtu_map=None):
     """Stack outputs -> Topology, through tripleo-common's inventory.
 
     ``vips`` (an operator's net_vip_map) replaces the outputs' VipMap.
     """
     return topology.build(inventory(outputs, plan),
                           vip_map(outputs) if vips is None else vips,
-                          net_cidr_map, vip_networks)
+                          net_cidr_map, vip_networks, net_mtu_map)

@@ -56,6 +56,7 @@ class Topology(object):
     networks: tuple          # every network any host is on, sorted
     vips: tuple              # of Vip, sorted by name
     cidrs: dict              # network -> tuple of CIDRs (may be empty)
+    mtus: dict = dataclasses.field(default_factory=dict)  # network -> MTU
 
     def members(self, network):
         """Hosts with an address on ``network``, sorted by name."""
@@ -168,13 +169,53 @@ def host_addresses(hostvars, networks):
     return found
 
 
-def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
+MTU_RANGE = (576, 65535)
+
+
+def _mtu(value, what):
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if (not isinstance(value, int) or isinstance(value, bool) or
+            not MTU_RANGE[0] <= value <= MTU_RANGE[1]):
+        raise Error('%s: %r is not an MTU (%d-%d)'
+                    % ((what, value) + MTU_RANGE))
+    return value
+
+
+def _mtus(inv, hostvars, net_mtu_map):
+    """network -> link MTU: NET_MTU_MAP, else the inventory's ``<net>_mtu``.
+
+    tripleo-common's inventory gives every role (and host) the MTU of each
+    of its networks from network_data; where they differ, the smallest.
+    """
+    found = {}
+    scopes = [('role %s' % g, b.get('vars', {})) for g, b in inv.items()
+              if isinstance(b, dict) and isinstance(b.get('vars'), dict)]
+    scopes += [('host %s' % h, v) for h, v in hostvars.items()
+               if isinstance(v, dict)]
+    for scope, variables in scopes:
+        for key, value in variables.items():
+            net = key[:-len('_mtu')] if key.endswith('_mtu') else None
+            if net and names.valid_network(net):
+                mtu = _mtu(value, '%s: %s' % (scope, key))
+                found[net] = min(found.get(net, mtu), mtu)
+    for net, value in (net_mtu_map or {}).items():
+        if not names.valid_network(net):
+            raise Error('net_mtu_map: %r is not a valid network name'
+                        % (net,))
+        found[net] = _mtu(value, 'net_mtu_map.%s' % net)
+    return found
+
+
+def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None,
+          net_mtu_map=None):
     """A tripleo-common inventory (dynamic form) -> Topology.
 
     Pure: no file, no Heat, no tripleo-common (``sources`` reads those).
 
     ``vip_map`` is THT's VipMap (config-download's ``net_vip_map``); VIPs
     the inventory carries as ``<name>_vip`` group vars are taken too.
+    ``net_mtu_map`` (network -> MTU) overrides the inventory's MTUs.
     """
     hostvars = inv.get('_meta', {}).get('hostvars', {})
     cidrs = _cidrs(net_cidr_map)
@@ -264,4 +305,5 @@ def build(inv, vip_map=None, net_cidr_map=None, vip_networks=None):
     return Topology(hosts=tuple(hosts), networks=tuple(sorted(members)),
                     vips=tuple(vips),
                     cidrs={n: tuple(str(c) for c in v)
-                           for n, v in sorted(cidrs.items())})
+                           for n, v in sorted(cidrs.items())},
+                    mtus=_mtus(inv, hostvars, net_mtu_map))

@@ -27,6 +27,8 @@ options:
   net_vip_map: {description: VIP name -> address (THT VipMap)., type: dict,
                 default: {}}
   net_cidr_map: {description: network -> CIDRs., type: dict, default: {}}
+  net_mtu_map: {description: "network -> link MTU, over the inventory's
+                <network>_mtu.", type: dict, default: {}}
   vip_networks: {description: service VIP -> network., type: dict,
                  default: {}}
   # and every option of tripleo-ipsec (skip_networks, ike, esp, ...) under
@@ -64,6 +66,7 @@ def _spec(options):
         inventory=dict(type='path', required=True),
         net_vip_map=dict(type='dict', default={}),
         net_cidr_map=dict(type='dict', default={}),
+        net_mtu_map=dict(type='dict', default={}),
         master_key=dict(type='str', no_log=True),
         master_key_file=dict(type='path', required=True, no_log=False),
         out=dict(type='path', required=True),
@@ -93,7 +96,7 @@ def main():
         opts = options.load((), **values)
         topo = topology.build(
             sources.load_inventory(p['inventory']), p['net_vip_map'],
-            p['net_cidr_map'], dict(opts.vip_networks))
+            p['net_cidr_map'], dict(opts.vip_networks), p['net_mtu_map'])
         the_plan = plan.build(topo, opts)
         if p['master_key']:
             try:
@@ -115,10 +118,13 @@ def main():
     except (Error, OSError) as exc:
         module.fail_json(msg=str(exc))
     summary = the_plan.to_dict()['summary']
+    for line in summary['over_budget']:
+        module.warn(line)
     module.exit_json(changed=_digest(p['out']) != before,
                      hosts=sorted(written), networks=list(the_plan.networks),
                      conns=summary['conns'],
-                     max_conns_per_host=summary['max_conns_per_host'])
+                     max_conns_per_host=summary['max_conns_per_host'],
+                     max_sas_per_host=summary['max_sas_per_host'])
 
 
 if __name__ == '__main__':
