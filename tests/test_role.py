@@ -152,6 +152,15 @@ class TestApply(RoleTestCase):
             self.assertEqual(set(), node.lw.net(), name)
         again = self.deploy(self._out, tripleo_ipsec_state='absent')
         self.assertFalse([h for h, r in again.items() if r['changed']])
+        # IpsecFailurePolicy: disable is the same, from a deployed cloud
+        self.deploy(self._out)
+        self.assertLoaded(the_plan)
+        gone = self.deploy(self._out, tripleo_ipsec_failure_policy='disable')
+        self.assertTrue(all(r['changed'] for r in gone.values()))
+        for name, node in self.nodes.nodes.items():
+            self.assertEqual(({}, set(), set()),
+                             (node.conns(), node.files(), node.lw.net()),
+                             name)
 
     def test_holder_conn_loaded_by_the_agent_is_kept(self):
         the_plan, self._out = self.bundle()
@@ -392,6 +401,19 @@ class TestSafetyNet(RoleTestCase):
         node.lw.delete(conn.name)
         self.assertEqual([], self.priorities(node, local, peer))
         self.assertEqual((True, 0), self.ping(node, local, peer))
+        # promoted: the net goes in first, then every conn is replaced
+        # (its failure shunt is fixed at load in libreswan 4.x), the
+        # deleted one added back (the wire: tests/test_lab_knobs.py
+        # TestStagedOnTheWire)
+        the_plan, self._out = self.bundle()
+        result = self.deploy(self._out)[node.name]
+        self.assertEqual([conn.name], result['added'])
+        wanted = sorted(c.name for c in the_plan.hosts[node.name].conns
+                        if c.kind != plan.VIP_HOLDER)
+        self.assertEqual(sorted(set(wanted) - {conn.name}),
+                         result['replaced'])
+        self.assertIn('out %s -> %s' % (local, peer), result['net_added'])
+        self.assertLoaded(the_plan)
 
 
 class TestVerify(RoleTestCase):

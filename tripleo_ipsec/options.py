@@ -31,7 +31,7 @@ from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
 IKE_PORTS = (500, 4500)
-FAILURE_POLICIES = ('private', 'private-or-clear')
+FAILURE_POLICIES = ('private', 'private-or-clear', 'disable')
 AUTHS = ('psk', 'cert')
 ENCAPSULATIONS = ('auto', 'yes', 'no')
 # IpsecClearExemptions: PROTO[/PORT][@NET].  ICMP only whole: libreswan
@@ -106,16 +106,24 @@ KNOBS = (
              'esp', default='aes_gcm256',
              help='ESP proposal (libreswan esp=), checked before use.')),
     Knob(heat='IpsecFailurePolicy',
-         summary='private (drop without SA) or private-or-clear (staging)',
+         summary='private (drop without SA, with the safety net), '
+                 'private-or-clear (no net) or disable (remove every conn)',
          opt=cfg.StrOpt(
              'failure_policy', default='private',
              choices=[('private', 'drop traffic that has no SA'),
                       ('private-or-clear',
-                       'send it in clear while no SA can be had')],
+                       'passthrough shunts and no safety net'),
+                      ('disable', 'remove every conn: all in clear')],
              help='What happens to traffic of a protected pair that has no '
-                  'SA. private: dropped (fail closed). private-or-clear: '
-                  'sent in clear while no SA can be had; for staging on a '
-                  'live cloud before promoting to private.')),
+                  'SA. private: dropped (fail closed), with the kernel '
+                  'safety net. private-or-clear: the conns carry '
+                  'passthrough shunts and there is no net; libreswan 4.x '
+                  'still holds a pair whose peer stops (see the operator '
+                  'guide), so it differs from private only where a node '
+                  'has no conn for the pair. Changing between the two '
+                  'replaces every conn. disable: the deploy removes every '
+                  'conn, file and VIP resource: everything goes in '
+                  'clear.')),
     Knob(heat='IpsecEncapsulation',
          summary='ESP in UDP 4500 (NAT-T): auto (behind a NAT only), yes '
                  '(always) or no (never)',
