@@ -43,6 +43,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import load  # noqa: E402
 from tripleo_ipsec.node import libreswan  # noqa: E402
 from tripleo_ipsec_lab import guest  # noqa: E402
 from tripleo_ipsec_lab import overcloud  # noqa: E402
@@ -53,30 +54,16 @@ TIMEOUT = 900
 
 
 def config(count):
-    """A's conns and secrets with COUNT peers: (conf, secrets, names)."""
-    from tripleo_ipsec import keys
-    from tripleo_ipsec.node import names
-    from tripleo_ipsec import options
-    from tripleo_ipsec import plan
-    from tripleo_ipsec import render
-    from tripleo_ipsec import sources
-    from tripleo_ipsec_lab import synth
+    """A's conns and secrets with COUNT peers: (conf, secrets, names, peers).
 
-    networks = {'ctlplane': ('192.168.0.0/16',),
-                'internal_api': ('10.99.0.0/16',)}
-    roles = [synth.Role('Controller', 1, tuple(networks), (),
-                        '%stackname%-controller-%index%'),
-             synth.Role('Compute', count, tuple(networks), (),
-                        '%stackname%-novacompute-%index%')]
-    topo = sources.topology_of(synth.stack_outputs(
-        roles, networks, service_vips=False, vip_networks=()))
-    the_plan = plan.build(topo, options.Options())
-    host = 'overcloud-controller-0'
-    files = render.host_files(the_plan, host, keys.MasterKey(os.urandom(64)))
-    conns = the_plan.hosts[host].conns
+    The node bench/load.py loads: overcloud-controller-0 with COUNT
+    computes on internal_api.
+    """
+    from tripleo_ipsec.node import names
+    host, files = load.node(count)
     return (files[names.network_conf('internal_api')][0],
             files[names.network_secrets('internal_api')][0],
-            [c.name for c in conns], [c.right for c in conns])
+            [c.name for c in host.conns], [c.right for c in host.conns])
 
 
 def mirrored(text):

@@ -50,13 +50,12 @@ TARGET_RATIO = 10.0
 LOCAL = '10.99.0.10'     # overcloud-controller-0 in config()
 
 
-def config(count):
-    """One node's rendered conns, with COUNT peers on one network.
+def node(count):
+    """overcloud-controller-0 of a cloud with COUNT computes on one network.
 
-    Returns (conf text, conn names).
+    Returns (its HostPlan, its rendered files).
     """
     from tripleo_ipsec import keys
-    from tripleo_ipsec.node import names
     from tripleo_ipsec import options
     from tripleo_ipsec import plan
     from tripleo_ipsec import render
@@ -73,9 +72,19 @@ def config(count):
         roles, networks, service_vips=False, vip_networks=()))
     the_plan = plan.build(topo, options.Options())
     host = 'overcloud-controller-0'
-    files = render.host_files(the_plan, host, keys.MasterKey(os.urandom(64)))
-    text = files[names.network_conf('internal_api')][0]
-    return text, [c.name for c in the_plan.hosts[host].conns]
+    return the_plan.hosts[host], render.host_files(
+        the_plan, host, keys.MasterKey(os.urandom(64)))
+
+
+def config(count):
+    """One node's rendered conns, with COUNT peers on one network.
+
+    Returns (conf text, conn names).
+    """
+    from tripleo_ipsec.node import names
+    host, files = node(count)
+    return (files[names.network_conf('internal_api')][0],
+            [c.name for c in host.conns])
 
 
 def measure(count, mode, workdir):

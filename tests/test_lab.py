@@ -155,6 +155,14 @@ class TestLabEndToEnd(base.TestCase):
             for net, seen in report[phase]['capture'].items():
                 self.assertEqual(0, seen['cleartext'], (phase, net))
                 self.assertEqual(0, seen['marker'], (phase, net))
+        # IpsecClearExemptions tcp/22 through the deploy: port 22 in clear
+        # on every protected network, nothing else
+        exempt = report['exemptions']['capture']
+        self.assertEqual(protected, sorted(exempt))
+        for net, seen in exempt.items():
+            self.assertGreater(seen['ssh_marker'], 0, net)
+            self.assertEqual((0, 0), (seen['other_marker'],
+                                      seen['other_cleartext']), net)
         self.assertEqual(['overcloud-novacompute-2'],
                          report['scale_out']['new'])
         self.assertFalse(any(report['scale_out']['renegotiated'].values()))

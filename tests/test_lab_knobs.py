@@ -46,6 +46,40 @@ WHACK = os.path.join(overcloud.LIBEXEC, 'whack')
 ESP_IN_UDP = 'udp port 4500 and udp[8:4] != 0'
 
 
+def build_link(g):
+    """Nodes a and b in the guest on a veth pair (va, vb), each with NSS."""
+    lines = ['modprobe -a %s' % ' '.join(overcloud.MODULES),
+             'ip link add va type veth peer name vb']
+    for ns in Pair.NODES:
+        lines += ['ip netns add %s' % ns,
+                  'ip link set v%s netns %s' % (ns, ns),
+                  'ip -n %s link set lo up' % ns,
+                  # IPv6 neighbour discovery would be on the capture
+                  'ip netns exec %s sysctl -qw '
+                  'net.ipv6.conf.v%s.disable_ipv6=1' % (ns, ns),
+                  'ip -n %s link set v%s up' % (ns, ns),
+                  'mkdir -p /etc/netns/%s/ipsec.d /run/pluto-%s' % (ns, ns),
+                  'ipsec initnss --nssdir /etc/netns/%s/ipsec.d' % ns]
+    g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+
+
+def configure_link(g, addresses, mtu=None):
+    """ADDRESSES ({node: address}) on the link, and its MTU if given."""
+    lines = []
+    for ns, address in sorted(addresses.items()):
+        if ':' in address:
+            lines += ['ip netns exec %s sysctl -qw '
+                      'net.ipv6.conf.v%s.disable_ipv6=0' % (ns, ns),
+                      'ip -n %s addr replace %s/64 dev v%s nodad'
+                      % (ns, address, ns)]
+        else:
+            lines.append('ip -n %s addr replace %s/24 dev v%s'
+                         % (ns, address, ns))
+        if mtu:
+            lines.append('ip -n %s link set v%s mtu %d' % (ns, ns, mtu))
+    g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+
+
 class Pair(object):
     """The conn between two nodes, loaded from a fresh render."""
 
@@ -85,37 +119,12 @@ class Pair(object):
                            % ns] + list(args), netns=ns, check=check)
 
     def build(self):
-        lines = ['modprobe -a %s' % ' '.join(overcloud.MODULES),
-                 'ip link add va type veth peer name vb']
-        for ns in self.NODES:
-            lines += ['ip netns add %s' % ns,
-                      'ip link set v%s netns %s' % (ns, ns),
-                      'ip -n %s link set lo up' % ns,
-                      # IPv6 neighbour discovery would be on the capture
-                      'ip netns exec %s sysctl -qw '
-                      'net.ipv6.conf.v%s.disable_ipv6=1' % (ns, ns),
-                      'ip -n %s link set v%s up' % (ns, ns),
-                      'mkdir -p /etc/netns/%s/ipsec.d /run/pluto-%s'
-                      % (ns, ns),
-                      'ipsec initnss --nssdir /etc/netns/%s/ipsec.d' % ns]
-        self.g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+        build_link(self.g)
         self.configure()
 
     def configure(self, mtu=None):
         """This pair's addresses on the link (and the link's MTU)."""
-        lines = []
-        for ns in self.NODES:
-            if ':' in self.address[ns]:
-                lines += ['ip netns exec %s sysctl -qw '
-                          'net.ipv6.conf.v%s.disable_ipv6=0' % (ns, ns),
-                          'ip -n %s addr replace %s/64 dev v%s nodad'
-                          % (ns, self.address[ns], ns)]
-            else:
-                lines.append('ip -n %s addr replace %s/24 dev v%s'
-                             % (ns, self.address[ns], ns))
-            if mtu:
-                lines.append('ip -n %s link set v%s mtu %d' % (ns, ns, mtu))
-        self.g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+        configure_link(self.g, self.address, mtu)
 
     def start(self):
         """Each node's pluto with its bundle's conf and secrets."""
@@ -551,21 +560,8 @@ class TestStagedOnTheWire(base.TestCase):
         self.empty = os.path.join(self.work, 'empty.conf')
         with open(self.empty, 'w') as f:
             f.write('config setup\n')
-        lines = ['modprobe -a %s' % ' '.join(overcloud.MODULES),
-                 'ip link add va type veth peer name vb']
-        for ns in self.NODES:
-            lines += ['ip netns add %s' % ns,
-                      'ip link set v%s netns %s' % (ns, ns),
-                      'ip -n %s link set lo up' % ns,
-                      'ip netns exec %s sysctl -qw '
-                      'net.ipv6.conf.v%s.disable_ipv6=1' % (ns, ns),
-                      'ip -n %s addr add %s/24 dev v%s'
-                      % (ns, self.address[ns], ns),
-                      'ip -n %s link set v%s up' % (ns, ns),
-                      'mkdir -p /etc/netns/%s/ipsec.d /run/pluto-%s'
-                      % (ns, ns),
-                      'ipsec initnss --nssdir /etc/netns/%s/ipsec.d' % ns]
-        g.run(['/bin/sh', '-ec', '\n'.join(lines)])
+        build_link(g)
+        configure_link(g, self.address)
         self.apply = self.apply_module()
         self.roots = {ns: os.path.join(self.work, 'root-' + ns)
                       for ns in self.NODES}

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 
+from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import wire
 from tripleo_ipsec import plan
 from tripleo_ipsec_lab import failover as failover_mod
@@ -319,6 +320,78 @@ class Lab(object):
                    not any(changed.values()), changed=changed)
         self.check('%s: SA serials unchanged' % tag, before == after)
         self.wire_checks(tag, seen, marker_expected=False)
+
+    def exemptions(self):
+        """IpsecClearExemptions tcp/22 through the deploy, on the wire.
+
+        The rerun that adds the passthrough conns replaces none (the same
+        SA serials) and every node routes them; then one controller sends
+        the probe's marker by TCP to a peer's port 22 and to the probe's
+        port, and pings it, on every protected network: the capture on
+        each bridge shows the marker in clear on port 22 and nowhere else.
+        The exemption stays for the phases after this one (nothing else
+        in the lab uses port 22).
+        """
+        before = self.all_sas()
+        self.oc.configure(IpsecClearExemptions=['tcp/22'])
+        self.deploy('exempt')
+        self.check('exemptions: the rerun replaced no conn (SA serials '
+                   'unchanged)', before == self.all_sas())
+        routed = {}
+        for name in self.oc.nodes:
+            status = libreswan.parse_status(
+                self.oc.whack(name, '--status').stdout)
+            routed[name] = sorted(
+                c.name for c in self.oc.plan.hosts[name].clear
+                if c.name not in status or
+                status[c.name].routing in ('', 'unrouted'))
+        self.check('exemptions: every node routes its passthrough conns',
+                   not any(routed.values()), missing=routed)
+        protected = self.oc.protected()
+        hosts = {h.name: h for h in self.oc.topology.hosts}
+        sender, peer = sorted(n for n in hosts
+                              if set(protected) <= set(hosts[n].addresses))[:2]
+        targets = [hosts[peer].addresses[net] for net in protected]
+        python = ['/usr/bin/env', 'PYTHONPATH=' + guest_mod.TOP,
+                  guest_mod.PYTHON, '-c']
+        caps = self.capture('exempt', protected)
+        listeners = [self.guest.spawn(python + [
+            'from tripleo_ipsec.node import wire; wire.listen(%d, 60)'
+            % port], netns=peer) for port in (22, wire.PORT)]
+        sent = []
+        try:
+            self.guest.run(['/bin/sh', '-c', 'for i in $(seq 300); do '
+                            'ss -Hltn "( sport = :22 or sport = :%d )" | '
+                            'grep -c . | grep -qx 2 && exit 0; sleep 0.1; '
+                            'done; exit 1' % wire.PORT], netns=peer)
+            for port in (22, wire.PORT):
+                sent.append(json.loads(self.guest.run(python + [
+                    'import json; from tripleo_ipsec.node import wire; '
+                    'print(json.dumps(wire.send(%r, %d)))'
+                    % (targets, port)], netns=sender).stdout))
+        finally:
+            for pid in listeners:
+                self.guest.signal(pid)
+                self.guest.wait(pid, 30)
+            self.analyse(caps)
+        seen = {}
+        for net, (_, pcap) in sorted(caps.items()):
+            seen[net] = {
+                'ssh_marker': wire.marker_hits(pcap, 'tcp port 22'),
+                'other_marker': wire.marker_hits(pcap, 'not tcp port 22'),
+                'other_cleartext': wire.cleartext(pcap, 'not tcp port 22'),
+                'esp': wire.count(pcap, 'esp')}
+        self.report['exemptions'] = {'sender': sender, 'peer': peer,
+                                     'sent': sent, 'capture': seen}
+        self.check('exemptions: every message reached the peer',
+                   all(r == {'icmp': True, 'tcp': True}
+                       for s in sent for r in s.values()), sent=sent)
+        for net, counts in seen.items():
+            self.check('exemptions: on %s, TCP port 22 in clear and nothing '
+                       'else' % net, counts['ssh_marker'] > 0 and
+                       counts['other_marker'] == 0 and
+                       counts['other_cleartext'] == 0 and
+                       counts['esp'] > 0, **counts)
 
     def scale_out(self):
         before = self.all_sas()
@@ -663,6 +736,8 @@ class Lab(object):
             self.phase('deploy', self.first_deploy)
             self.phase('verify playbook + capture', self.prove)
             self.phase('rerun the deploy', self.rerun)
+            if self.wanted('exemptions'):
+                self.phase('clear exemptions (tcp/22)', self.exemptions)
             if self.rotation:
                 # psk rotation, psk -> cert, renewal: the lab is in auth
                 # cert from here on, and proves it as it proved psk
