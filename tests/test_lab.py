@@ -163,6 +163,12 @@ class TestLabEndToEnd(base.TestCase):
             self.assertGreater(seen['ssh_marker'], 0, net)
             self.assertEqual((0, 0), (seen['other_marker'],
                                       seen['other_cleartext']), net)
+        # the plan's inner MTU is the kernel's: 1500 links leave 1466
+        for net in protected:
+            seen = report['mtu']['networks'][net]
+            self.assertEqual((1500, 1466, 1438, 3, 0),
+                             (seen['link'], seen['inner'], seen['payload'],
+                              seen['crossed'], seen['over']), net)
         self.assertEqual(['overcloud-novacompute-2'],
                          report['scale_out']['new'])
         self.assertFalse(any(report['scale_out']['renegotiated'].values()))

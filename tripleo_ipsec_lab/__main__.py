@@ -51,8 +51,8 @@ def main(argv=None):
                         'real corosync + pacemaker cluster of the '
                         'controllers')
     parser.add_argument('--only', action='append', metavar='PHASE',
-                        choices=('exemptions', 'scale-out', 'iperf3',
-                                 'bring-up'),
+                        choices=('exemptions', 'mtu', 'scale-out',
+                                 'iperf3', 'bring-up'),
                         help='run only these of the optional phases '
                         '(repeatable; default: all)')
     parser.add_argument('--rotation', action='store_true',

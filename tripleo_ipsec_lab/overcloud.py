@@ -49,6 +49,8 @@ ROLES = os.path.join(TOP, 'ansible', 'roles')
 # where the role installs our OCF agent on the lab's nodes, in the guest
 OCF_DIR = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER)
 LIBEXEC = '/usr/libexec/ipsec'
+# the MTU of the guest's veths and bridges (the kernel's default)
+LINK_MTU = 1500
 MODULES = ('bridge', 'veth', 'ipv6', 'af_packet', 'xfrm_user', 'xfrm_algo',
            'esp4', 'esp6', 'xfrm4_tunnel', 'xfrm6_tunnel', 'tunnel4',
            'tunnel6', 'aead', 'gcm', 'ghash_generic', 'ctr', 'seqiv',
@@ -165,8 +167,13 @@ class Overcloud(object):
         self.outputs = synth.stack_outputs(
             [synth.controller(self.controllers),
              synth.compute(self.computes)], self.networks)
-        self.topology = sources.topology_of(self.outputs, self.net_cidr_map())
+        self.topology = sources.topology_of(self.outputs, self.net_cidr_map(),
+                                            net_mtu_map=self.net_mtu_map())
         self.plan = plan.build(self.topology, self.opts)
+
+    def net_mtu_map(self):
+        """network_data's mtu of every network: the guest's links'."""
+        return {net: LINK_MTU for net in self.networks}
 
     def net_cidr_map(self):
         return synth.net_cidr_map(self.networks)
@@ -347,7 +354,15 @@ class Overcloud(object):
         with open(path) as f:
             inv = yaml.safe_load(f)
         connection = self.connection_vars()
+        mtus = self.net_mtu_map()
         for group in inv.values():
+            role_vars = group.get('vars') or {}
+            if 'tripleo_role_name' in role_vars:
+                # what tripleo-common adds from Neutron: network_data's mtu
+                role_vars.update(
+                    ('%s_mtu' % net, mtus[net])
+                    for net in role_vars.get('tripleo_role_networks') or ()
+                    if net in mtus)
             for name, hvars in (group.get('hosts') or {}).items():
                 if name in connection:
                     hvars.update(connection[name])

@@ -393,6 +393,63 @@ class Lab(object):
                        counts['other_cleartext'] == 0 and
                        counts['esp'] > 0, **counts)
 
+    def mtu(self):
+        """The plan's inner MTU against the kernel's, on every network.
+
+        The deploy's inventory gives each role its networks' MTU (as
+        tripleo-common does from network_data), the plan computes what ESP
+        leaves of it; from one controller to another, on every protected
+        network, ``ping -M do`` with the plan's largest payload crosses
+        (in ESP: the capture), one byte more is refused by the sender's
+        kernel, which names the plan's inner MTU.
+        """
+        with open(os.path.join(self.work, 'deploy-deploy.json')) as f:
+            rendered = [r['mtu'] for results in overcloud.by_task(
+                json.load(f)).get("Render every node's IPsec bundle",
+                                  {}).values() for r in results if 'mtu' in r]
+        # JSON's keys are text: the lab's plan, as the deploy reported it
+        mine = json.loads(json.dumps(self.oc.plan.mtu))
+        self.check('mtu: the deploy rendered with the networks\' MTU from '
+                   'the inventory', rendered == [mine], rendered=rendered)
+        protected = self.oc.protected()
+        hosts = {h.name: h for h in self.oc.topology.hosts}
+        sender, peer = sorted(n for n in hosts
+                              if set(protected) <= set(hosts[n].addresses))[:2]
+        caps = self.capture('mtu', protected)
+        figures = {}
+        try:
+            for net in protected:
+                target = hosts[peer].addresses[net]
+                family = 'ipv6' if ':' in target else 'ipv4'
+                entry = self.oc.plan.mtu[net]
+                size = entry[family]['ping']
+                got = {}
+                for tag, payload in (('crossed', size), ('over', size + 1)):
+                    result = self.guest.run(
+                        ['ping', '-M', 'do', '-c', '3', '-i', '0.2', '-W',
+                         '2', '-s', str(payload), target], netns=sender,
+                        check=False)
+                    match = re.search(r'(\d+) received', result.stdout)
+                    got[tag] = int(match.group(1)) if match else 0
+                    got[tag + '_says'] = sorted(set(re.findall(
+                        r'message too long, mtu[=:] ?\d+',
+                        result.stdout + result.stderr)))
+                figures[net] = dict(got, link=entry['link'],
+                                    inner=entry[family]['inner'],
+                                    payload=size)
+        finally:
+            seen = self.analyse(caps)
+        self.report['mtu'] = {'sender': sender, 'peer': peer,
+                              'networks': figures, 'capture': seen}
+        for net, fig in sorted(figures.items()):
+            self.check('mtu: on %s (link %d), ping -M do -s %d crosses, one '
+                       'byte more is refused at mtu %d'
+                       % (net, fig['link'], fig['payload'], fig['inner']),
+                       fig['crossed'] == 3 and fig['over'] == 0 and
+                       fig['over_says'] == ['message too long, mtu=%d'
+                                            % fig['inner']], **fig)
+        self.wire_checks('mtu', seen, marker_expected=False)
+
     def scale_out(self):
         before = self.all_sas()
         self.oc.computes += 1
@@ -738,6 +795,8 @@ class Lab(object):
             self.phase('rerun the deploy', self.rerun)
             if self.wanted('exemptions'):
                 self.phase('clear exemptions (tcp/22)', self.exemptions)
+            if self.wanted('mtu'):
+                self.phase('MTU: the plan against the kernel', self.mtu)
             if self.rotation:
                 # psk rotation, psk -> cert, renewal: the lab is in auth
                 # cert from here on, and proves it as it proved psk

@@ -124,7 +124,8 @@ def main():
                      hosts=sorted(written), networks=list(the_plan.networks),
                      conns=summary['conns'],
                      max_conns_per_host=summary['max_conns_per_host'],
-                     max_sas_per_host=summary['max_sas_per_host'])
+                     max_sas_per_host=summary['max_sas_per_host'],
+                     mtu=the_plan.mtu)
 
 
 if __name__ == '__main__':
