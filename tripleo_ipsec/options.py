@@ -27,6 +27,7 @@ from oslo_config import cfg
 
 from tripleo_ipsec.errors import Error
 from tripleo_ipsec.node import names
+from tripleo_ipsec.node import wire
 from tripleo_ipsec import proposals
 
 GROUP = 'ipsec'
@@ -34,12 +35,6 @@ IKE_PORTS = (500, 4500)
 FAILURE_POLICIES = ('private', 'private-or-clear', 'disable')
 AUTHS = ('psk', 'cert')
 ENCAPSULATIONS = ('auto', 'yes', 'no')
-# IpsecClearExemptions: PROTO[/PORT][@NET].  ICMP only whole: libreswan
-# makes ``icmp TYPE CODE`` the type one way and the code the other.  What
-# IKE itself runs on can never be exempted: UDP 500 and 4500, or all UDP.
-EXEMPT_PROTOS = ('tcp', 'udp', 'icmp')
-_EXEMPTION = re.compile(r'(?P<proto>[a-z]+)(?:/(?P<port>[0-9]{1,5}))?'
-                        r'(?:@(?P<net>[a-z][a-z0-9_]{0,62}))?')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 # certmonger CA names (getcert -c) and the nodes' CA files: plain text
 # only, since they reach getcert's and certutil's argv on every node
@@ -369,12 +364,15 @@ def exemption(text):
     """``PROTO[/PORT][@NET]`` -> (proto, port or 0, network or '').
 
     Refused with one Error line: anything malformed, a port out of range,
-    ICMP with a port, UDP without one, and IKE's own ports.
+    ICMP with a port (libreswan makes ``icmp TYPE CODE`` the type one way
+    and the code the other: ICMP goes whole or not at all), UDP without
+    one, and IKE's own ports.
     """
-    match = _EXEMPTION.fullmatch(text) if isinstance(text, str) else None
-    if not match or match.group('proto') not in EXEMPT_PROTOS:
+    match = wire.EXEMPTION.fullmatch(text) if isinstance(text, str) \
+        else None
+    if not match or match.group('proto') not in wire.EXEMPT_PROTOS:
         raise Error('clear_exemptions: %r is not PROTO[/PORT][@NET] with '
-                    'PROTO one of %s' % (text, ', '.join(EXEMPT_PROTOS)))
+                    'PROTO one of %s' % (text, ', '.join(wire.EXEMPT_PROTOS)))
     proto, port = match.group('proto'), match.group('port')
     port = int(port) if port else 0
     if match.group('port') and not 1 <= port <= 65535:

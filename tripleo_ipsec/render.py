@@ -91,6 +91,18 @@ class _Keys(object):
         return psk
 
 
+def _digests(text, conns):
+    """Each conn's digest in a rendered file, by name.
+
+    Over what pluto loads for it: its stanza and the shared section it
+    includes.
+    """
+    stanzas = text.split('\nconn ')
+    return {c.name: hashlib.sha256(
+        (stanzas[1] + stanza).encode()).hexdigest()[:16]
+        for c, stanza in zip(conns, stanzas[2:])}
+
+
 def host_files(the_plan, host, master_key, derive=None):
     """The files of one host: {relative path: (text, mode)}.
 
@@ -128,7 +140,6 @@ def host_files(the_plan, host, master_key, derive=None):
     net = {}            # conn -> [left, right]: the kernel's safety net
     wanted = {}         # certificate nickname -> what it must say
     addresses = {v.name: v.address for v in the_plan.vips}
-    sha256 = hashlib.sha256
     for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
         text = conns_tpl.render(
@@ -148,11 +159,7 @@ def host_files(the_plan, host, master_key, derive=None):
             files[secrets] = (secrets_tpl.render(
                 title=title, epoch=epoch,
                 keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
-        stanzas = text.split('\nconn ')
-        shared = stanzas[1]
-        for conn, stanza in zip(conns, stanzas[2:]):
-            digests[conn.name] = sha256(
-                (shared + stanza).encode()).hexdigest()[:16]
+        digests.update(_digests(text, conns))
         networks.update(c.network for c in conns)
         if opts.failure_policy == 'private':
             # a VIP holder's side is its OCF agent's, where the VIP is
@@ -180,11 +187,8 @@ def host_files(the_plan, host, master_key, derive=None):
                 sorted({c.exemption for c in conns}))),
             defaults=names.defaults_conn('clear-' + network), conns=conns)
         files[conf] = (text, 0o644)
-        stanzas = text.split('\nconn ')
-        for conn, stanza in zip(conns, stanzas[2:]):
-            digests[conn.name] = sha256(
-                (stanzas[1] + stanza).encode()).hexdigest()[:16]
-            clear.setdefault(network, {})[conn.name] = conn.exemption
+        digests.update(_digests(text, conns))
+        clear[network] = {c.name: c.exemption for c in conns}
     manifest = {
         'version': 1, 'host': host, 'key_epoch': epoch,
         'files': {'/' + path: '%04o' % mode

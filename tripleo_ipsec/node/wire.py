@@ -54,8 +54,11 @@ IKE_ERROR6 = ('(ip6 and ip6[6] == 58 and ip6[40] == 1 and ip6[54] == 17 '
 ALLOWED = ('esp or udp port 500 or udp port 4500 or arp or %s or %s or %s '
            'or %s' % (ND, MLD, IKE_ERROR, IKE_ERROR6))
 MARKER = b'tripleo-ipsec:pb'   # 16 bytes: all that ping -p takes
-# options.exemption's form, checked again here: it reaches tcpdump's filter
-_EXEMPTION = re.compile(r'(tcp|udp|icmp)(?:/([0-9]{1,5}))?(?:@[a-z0-9_]+)?')
+# IpsecClearExemptions: PROTO[/PORT][@NET] (options.exemption checks the
+# rest), read again here since it reaches tcpdump's filter
+EXEMPT_PROTOS = ('tcp', 'udp', 'icmp')
+EXEMPTION = re.compile(r'(?P<proto>[a-z]+)(?:/(?P<port>[0-9]{1,5}))?'
+                       r'(?:@(?P<net>[a-z][a-z0-9_]{0,62}))?')
 PORT = 7655
 
 
@@ -170,10 +173,10 @@ def exempt_bpf(exemptions):
     """
     parts = set()
     for text in exemptions:
-        match = _EXEMPTION.fullmatch(text)
-        if not match:
+        match = EXEMPTION.fullmatch(text)
+        if not match or match.group('proto') not in EXEMPT_PROTOS:
             raise WireError('not an exemption: %r' % (text,))
-        proto, port = match.group(1), match.group(2)
+        proto, port = match.group('proto'), match.group('port')
         if proto == 'icmp':
             parts.add('icmp or (ip6 and ip6[6] == 58)')
         else:
