@@ -80,6 +80,32 @@ def configure_link(g, addresses, mtu=None):
     g.run(['/bin/sh', '-ec', '\n'.join(lines)])
 
 
+def start_pluto(g, ns, conf, secrets, log):
+    """Node NS's pluto, with CONF and SECRETS, logging to LOG."""
+    g.run([os.path.join(overcloud.LIBEXEC, 'pluto'), '--config', conf,
+           '--secretsfile', secrets, '--nssdir', '/etc/ipsec.d', '--rundir',
+           '/run/pluto-%s' % ns, '--logfile', log], netns=ns)
+
+
+def capture(test, g, pcap, send):
+    """Run SEND() under a capture on a's end of the link; the pcap."""
+    pid = g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
+                   '--immediate-mode -s 0 -w %s 2> %s.log' % (pcap, pcap)],
+                  netns='a')
+    deadline = time.monotonic() + 30
+    while g.run(['grep', '-q', 'listening on', pcap + '.log'],
+                check=False).returncode:
+        test.assertLess(time.monotonic(), deadline, 'tcpdump')
+        time.sleep(0.05)
+    try:
+        send()
+    finally:
+        g.signal(pid, 2)
+        g.wait(pid, 30)
+        g.run(['sync'])
+    return pcap
+
+
 class Pair(object):
     """The conn between two nodes, loaded from a fresh render."""
 
@@ -136,11 +162,7 @@ class Pair(object):
             secrets = os.path.join(self.work, 'ipsec-%s.secrets' % ns)
             with open(secrets, 'w') as f:
                 f.write('include %s/*.secrets\n' % bundle)
-            self.g.run([os.path.join(overcloud.LIBEXEC, 'pluto'),
-                        '--config', conf, '--secretsfile', secrets,
-                        '--nssdir', '/etc/ipsec.d',
-                        '--rundir', '/run/pluto-%s' % ns,
-                        '--logfile', self.log(ns)], netns=ns)
+            start_pluto(self.g, ns, conf, secrets, self.log(ns))
             deadline = time.monotonic() + 60
             listening = ('[%s]:500' if ':' in self.address[ns] else
                          '%s:500') % self.address[ns]
@@ -169,23 +191,9 @@ class Pair(object):
         return self.g.run(['ip', 'xfrm', 'state'], netns=ns).stdout
 
     def capture(self, tag, send):
-        """Run SEND(g) under a capture on a's end of the link; the pcap."""
-        pcap = os.path.join(self.work, '%s.pcap' % tag)
-        pid = self.g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
-                            '--immediate-mode -s 0 -w %s 2> %s.log'
-                            % (pcap, pcap)], netns='a')
-        deadline = time.monotonic() + 30
-        while self.g.run(['grep', '-q', 'listening on', pcap + '.log'],
-                         check=False).returncode:
-            self.test.assertLess(time.monotonic(), deadline, 'tcpdump')
-            time.sleep(0.05)
-        try:
-            send()
-        finally:
-            self.g.signal(pid, 2)
-            self.g.wait(pid, 30)
-            self.g.run(['sync'])
-        return pcap
+        """Run SEND() under a capture on a's end of the link; the pcap."""
+        return capture(self.test, self.g,
+                       os.path.join(self.work, '%s.pcap' % tag), send)
 
     def ping(self, size, count=20):
         """a pings b COUNT times with SIZE bytes of zeros; replies got."""
@@ -488,15 +496,11 @@ class TestStagedOnTheWire(base.TestCase):
         return results
 
     def start(self, ns):
-        g = self.g
         secrets = os.path.join(self.work, 'ipsec-%s.secrets' % ns)
         with open(secrets, 'w') as f:
             f.write('include %s/etc/ipsec.d/*.secrets\n' % self.roots[ns])
-        g.run([os.path.join(overcloud.LIBEXEC, 'pluto'), '--config',
-               self.empty, '--secretsfile', secrets, '--nssdir',
-               '/etc/ipsec.d', '--rundir', '/run/pluto-%s' % ns,
-               '--logfile', os.path.join(self.work, 'pluto-%s.log' % ns)],
-              netns=ns)
+        start_pluto(self.g, ns, self.empty, secrets,
+                    os.path.join(self.work, 'pluto-%s.log' % ns))
         deadline = time.monotonic() + 60
         while self.lw[ns].whack('--status', check=False).returncode:
             self.assertLess(time.monotonic(), deadline, ns)
@@ -522,24 +526,13 @@ class TestStagedOnTheWire(base.TestCase):
 
     def probe(self, tag):
         """a pings b 5 times with the marker, under a capture on a's end."""
-        pcap = os.path.join(self.work, tag + '.pcap')
-        pid = self.g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
-                            '--immediate-mode -w %s 2> %s.log'
-                            % (pcap, pcap)], netns='a')
-        deadline = time.monotonic() + 30
-        while self.g.run(['grep', '-q', 'listening on', pcap + '.log'],
-                         check=False).returncode:
-            self.assertLess(time.monotonic(), deadline, 'tcpdump')
-            time.sleep(0.05)
-        try:
-            result = self.g.run(
-                ['ping', '-c', '5', '-i', '0.2', '-W', '1', '-p',
-                 wire.MARKER.hex(), self.address['b']], netns='a',
-                check=False)
-        finally:
-            self.g.signal(pid, 2)
-            self.g.wait(pid, 30)
-        match = re.search(r'(\d+) received', result.stdout)
+        result = []
+        pcap = capture(self, self.g, os.path.join(self.work, tag + '.pcap'),
+                       lambda: result.append(self.g.run(
+                           ['ping', '-c', '5', '-i', '0.2', '-W', '1', '-p',
+                            wire.MARKER.hex(), self.address['b']],
+                           netns='a', check=False)))
+        match = re.search(r'(\d+) received', result[0].stdout)
         return int(match.group(1)) if match else 0, pcap
 
     def test_staged_then_promoted(self):

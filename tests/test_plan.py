@@ -406,7 +406,7 @@ class TestBudget(base.TestCase):
 
     def test_load_per_host(self):
         the_plan = base.make_plan(base.fixture_topology('stock'))
-        load = the_plan.load()
+        load = the_plan.load
         controller = load['overcloud-controller-0']
         # 2 controllers + 2 computes on internal_api and storage, 2
         # controllers on storage_mgmt; 5 VIPs: 4 peer conns (not its own
@@ -420,13 +420,13 @@ class TestBudget(base.TestCase):
         compute = load['overcloud-novacompute-0']
         self.assertLess(compute['child_sas'], controller['child_sas'])
         compressed = base.make_plan(base.fixture_topology('stock'),
-                                    compress=True).load()
+                                    compress=True).load
         self.assertEqual(4 * controller['child_sas'],
                          compressed['overcloud-controller-0']['xfrm_states'])
         # passthrough conns count as conns, not SAs
         topo = base.fixture_topology('composable')
-        plain = base.make_plan(topo).load()
-        exempt = base.make_plan(topo, clear_exemptions=('tcp/22',)).load()
+        plain = base.make_plan(topo).load
+        exempt = base.make_plan(topo, clear_exemptions=('tcp/22',)).load
         for name, entry in exempt.items():
             self.assertEqual(plain[name]['child_sas'], entry['child_sas'])
             self.assertEqual(plain[name]['conns'] + entry['clear'],

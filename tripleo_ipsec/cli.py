@@ -223,7 +223,7 @@ def _warn_budget(the_plan):
 def cmd_plan(args):
     opts = _options(args)
     the_plan = plan_mod.build(_topology(args, opts), opts)
-    loads = the_plan.load()
+    loads = the_plan.load
     rows = [(name, h.role, loads[name]['conns'], loads[name]['child_sas'],
              loads[name]['xfrm_states'],
              ', '.join(sorted({c.network for c in h.conns})))

@@ -34,6 +34,7 @@
 """
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import typing
@@ -122,8 +123,9 @@ class Plan(object):
     options: object            # the Options the plan was made with
     mtu: dict = dataclasses.field(default_factory=dict)  # mtus()
 
+    @functools.cached_property
     def load(self):
-        """{host: HostPlan.load()}."""
+        """{host: HostPlan.load()}, worked out once."""
         return {name: host.load(self.options.compress)
                 for name, host in self.hosts.items()}
 
@@ -136,12 +138,12 @@ class Plan(object):
                 'per node (IpsecConnBudget): every one is negotiated again '
                 'when its pluto restarts' % (name, load['child_sas'],
                                              load['conns'], budget)
-                for name, load in sorted(self.load().items())
+                for name, load in sorted(self.load.items())
                 if load['child_sas'] > budget]
 
     def to_dict(self):
         hosts = {}
-        loads = self.load()
+        loads = self.load
         for name, host in sorted(self.hosts.items()):
             hosts[name] = {'role': host.role,
                            'conns': [c._asdict() for c in host.conns],
