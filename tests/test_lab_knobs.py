@@ -87,6 +87,14 @@ def start_pluto(g, ns, conf, secrets, log):
            '/run/pluto-%s' % ns, '--logfile', log], netns=ns)
 
 
+def stop_pluto(g, ns):
+    """Shut node NS's pluto down and wait until it is gone."""
+    g.run([WHACK, '--ctlsocket', '/run/pluto-%s/pluto.ctl' % ns,
+           '--shutdown'], netns=ns)
+    g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
+           'do sleep 0.1; done' % ns], timeout=60)
+
+
 def capture(test, g, pcap, send):
     """Run SEND() under a capture on a's end of the link; the pcap."""
     pid = g.spawn(['/bin/sh', '-c', 'exec tcpdump -i va -nn -U '
@@ -239,9 +247,7 @@ class TestEncapsulationAndCompress(base.TestCase):
         self.assertEqual([20], got, tag)
         states = pair.states('a')
         for ns in Pair.NODES:
-            pair.whack(ns, '--shutdown')
-            g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
-                   'do sleep 0.1; done' % ns], timeout=60)
+            stop_pluto(g, ns)
         return pcap, states
 
     def test_knobs_then_the_defaults_on_the_wire(self):
@@ -325,9 +331,7 @@ class TestExemptionsOnTheWire(base.TestCase):
         pair.start()
         pcap, got = self.probe(g, pair)
         for ns in Pair.NODES:
-            pair.whack(ns, '--shutdown')
-            g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
-                   'do sleep 0.1; done' % ns], timeout=60)
+            stop_pluto(g, ns)
         # every message reached b, whatever it crossed in
         for text in got:
             self.assertEqual([{'icmp': True, 'tcp': True}],
@@ -417,10 +421,7 @@ class TestMtuOnTheWire(base.TestCase):
                     self.ping(g, pair, entry['ping'] + 1, family)))
                 over = refused[0]
                 for ns in Pair.NODES:
-                    pair.whack(ns, '--shutdown')
-                    g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/'
-                           'pluto.pid ]; do sleep 0.1; done' % ns],
-                          timeout=60)
+                    stop_pluto(g, ns)
                 self.assertEqual(5, got[0][0], got[0][1])
                 self.assertEqual(0, over[0], over[1])
                 over_esp = ip_payloads(over_pcap, 'esp')
@@ -507,9 +508,7 @@ class TestStagedOnTheWire(base.TestCase):
             time.sleep(0.1)
 
     def stop(self, ns):
-        self.lw[ns].whack('--shutdown')
-        self.g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ];'
-                    ' do sleep 0.1; done' % ns], timeout=60)
+        stop_pluto(self.g, ns)
 
     def sas(self, ns):
         conn = self.lw[ns].status().get(self.conn)
