@@ -53,7 +53,7 @@ def run(args, **kwargs):
 
 class ScratchPluto(object):
 
-    def __init__(self, addresses, secrets_glob=None):
+    def __init__(self, addresses, secrets_glob=None, ipsecdir=None):
         self.netns = 'tipsec-%s' % uuid.uuid4().hex[:10]
         self.dir = tempfile.mkdtemp(prefix='tripleo-ipsec-pluto-')
         self.nss = os.path.join(self.dir, 'nss')
@@ -77,9 +77,11 @@ class ScratchPluto(object):
             extra = ['nodad'] if ':' in address else []
             self.exec_(['ip', 'addr', 'add', address + plen, 'dev', 'lo']
                        + extra)
+        # --ipsecdir: where pluto finds policies/ (the group files)
         self.exec_([PLUTO, '--config', self.empty, '--nssdir', self.nss,
                     '--rundir', self.rundir, '--secretsfile', self.secrets,
-                    '--logfile', self.log])
+                    '--logfile', self.log] +
+                   (['--ipsecdir', ipsecdir] if ipsecdir else []))
         deadline = time.monotonic() + 20
         while not os.path.exists(self.ctl):
             if time.monotonic() > deadline:

@@ -52,6 +52,7 @@ DEFAULT_OPTIONS = {
     'encapsulation': 'auto',
     'compress': False,
     'clear_exemptions': [],
+    'mode': 'auto',
     'conn_budget': 500,
     'mtu_floor': 1280,
     'key_epoch': 0,

@@ -80,11 +80,16 @@ def configure_link(g, addresses, mtu=None):
     g.run(['/bin/sh', '-ec', '\n'.join(lines)])
 
 
-def start_pluto(g, ns, conf, secrets, log):
-    """Node NS's pluto, with CONF and SECRETS, logging to LOG."""
+def start_pluto(g, ns, conf, secrets, log, ipsecdir=None):
+    """Node NS's pluto, with CONF and SECRETS, logging to LOG.
+
+    IPSECDIR: where it reads policies/ (the group files), if not
+    /etc/ipsec.d.
+    """
     g.run([os.path.join(overcloud.LIBEXEC, 'pluto'), '--config', conf,
            '--secretsfile', secrets, '--nssdir', '/etc/ipsec.d', '--rundir',
-           '/run/pluto-%s' % ns, '--logfile', log], netns=ns)
+           '/run/pluto-%s' % ns, '--logfile', log] +
+          (['--ipsecdir', ipsecdir] if ipsecdir else []), netns=ns)
 
 
 def stop_pluto(g, ns):
@@ -445,23 +450,16 @@ class TestMtuOnTheWire(base.TestCase):
         self.addDetail('figures', content.text_content(repr(figures)))
 
 
-class TestStagedOnTheWire(base.TestCase):
-    """IpsecFailurePolicy private-or-clear, then promoted to private.
+class TwoNodes(base.TestCase):
+    """Two nodes in the lab's guest, each with its pluto.
 
-    Two computes of a cloud of their own (one conn between them on
-    internal_api), each with a pluto in the lab's guest, deployed by the
-    role's own apply module.  Staged: the pair is established, verify
-    passes, there is no net.  With one pluto stopped, libreswan 4.10 still
-    holds the other's traffic (not in clear: see below).  Promoted by a
-    rerun with private: the net goes in first and the conn is replaced on
-    both ends (4.x fixes a conn's shunts when it loads it: the pair
-    renegotiates once); then the same stop leaves nothing in clear.
+    Deployed by the role's own apply module; the wire tests share this.
     """
 
     NODES = ('a', 'b')
 
     def setUp(self):
-        super(TestStagedOnTheWire, self).setUp()
+        super(TwoNodes, self).setUp()
         why = guest.unavailable()
         if why:
             self.skipTest(why)
@@ -533,6 +531,20 @@ class TestStagedOnTheWire(base.TestCase):
                            netns='a', check=False)))
         match = re.search(r'(\d+) received', result[0].stdout)
         return int(match.group(1)) if match else 0, pcap
+
+
+class TestStagedOnTheWire(TwoNodes):
+    """IpsecFailurePolicy private-or-clear, then promoted to private.
+
+    Two computes of a cloud of their own (one conn between them on
+    internal_api), each with a pluto in the lab's guest, deployed by the
+    role's own apply module.  Staged: the pair is established, verify
+    passes, there is no net.  With one pluto stopped, libreswan 4.10 still
+    holds the other's traffic (not in clear: see below).  Promoted by a
+    rerun with private: the net goes in first and the conn is replaced on
+    both ends (4.x fixes a conn's shunts when it loads it: the pair
+    renegotiates once); then the same stop leaves nothing in clear.
+    """
 
     def test_staged_then_promoted(self):
         self.work = self.tempdir()

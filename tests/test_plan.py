@@ -378,7 +378,7 @@ class TestFirewall(base.TestCase):
         data = the_plan.to_dict()
         self.assertEqual({'hosts': 5, 'conns': 123,
                           'max_conns_per_host': 33, 'max_sas_per_host': 33,
-                          'over_budget': []}, data['summary'])
+                          'over_budget': [], 'mode': 'mesh'}, data['summary'])
         self.assertEqual(sorted(data['firewall_rules']),
                          sorted(the_plan.firewall_rules))
 

@@ -226,12 +226,18 @@ def cmd_plan(args):
     loads = the_plan.load
     rows = [(name, h.role, loads[name]['conns'], loads[name]['child_sas'],
              loads[name]['xfrm_states'],
-             ', '.join(sorted({c.network for c in h.conns})))
+             ', '.join(sorted({c.network for c in h.conns} |
+                              {g.network for g in h.groups})))
             for name, h in sorted(the_plan.hosts.items())]
     _print(args.format, the_plan.to_dict(), rows,
            ['host', 'role', 'conns', 'SAs (max)', 'xfrm states (max)',
             'networks'])
     if args.format == 'table':
+        # the mode, and why (auto's choice)
+        print('mode: %s (%s)%s' % (
+            the_plan.mode, the_plan.mode_reason,
+            ': SAs on demand, one group conn per network'
+            if the_plan.mode == plan_mod.GROUP else ''))
         rows = [(net, entry['link'] or 'unknown', family,
                  entry[family]['inner'], entry[family]['ping'])
                 for net, entry in sorted(the_plan.mtu.items())

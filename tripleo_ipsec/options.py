@@ -34,6 +34,7 @@ GROUP = 'ipsec'
 IKE_PORTS = (500, 4500)
 FAILURE_POLICIES = ('private', 'private-or-clear', 'disable')
 AUTHS = ('psk', 'cert')
+MODES = ('auto', 'mesh', 'group')
 ENCAPSULATIONS = ('auto', 'yes', 'no')
 DEFAULT_SKIP_NETWORKS = ('tenant', 'external', 'ctlplane')
 # certmonger CA names (getcert -c) and the nodes' CA files: plain text
@@ -156,6 +157,29 @@ KNOBS = (
                   'udp/4500, or udp without a port) is refused. Each '
                   'becomes a passthrough conn that beats every encrypted '
                   'one.')),
+    Knob(heat='IpsecMode',
+         summary='mesh (a conn per peer per network), group (one '
+                 'opportunistic conn per network, SAs on demand) or auto '
+                 '(group once a node\'s mesh would exceed the conn budget)',
+         opt=cfg.StrOpt(
+             'mode', default='auto',
+             choices=[('auto', 'group when a node\'s mesh would carry more '
+                               'SAs than conn_budget, else mesh'),
+                      ('mesh', 'one conn per peer per protected network, '
+                               'all negotiated at start'),
+                      ('group', 'one opportunistic conn per protected '
+                                'network over its subnets, SAs negotiated '
+                                'on the first packet')],
+             help='How a node\'s conns are laid out. mesh: one conn per '
+                  'peer per protected network, every SA negotiated when '
+                  'pluto starts. group: one opportunistic conn per '
+                  'protected network over all its subnets (libreswan policy '
+                  'groups), SAs negotiated on a pair\'s first packet, one '
+                  'key line per peer: every address of those subnets must '
+                  'then speak IPsec or be exempted. auto: group when a '
+                  'node\'s mesh would carry more SAs than conn_budget (0: '
+                  'always mesh). The plan reports the mode and why. '
+                  'Changing modes replaces every conn.')),
     Knob(heat='IpsecConnBudget', metavar='SAS',
          summary='plan and render warn when a node would carry more SAs '
                  'than this (0: never)',
@@ -313,6 +337,9 @@ class _Checked(object):
         if not isinstance(self.compress, bool):
             raise Error('compress must be true or false, not %r'
                         % (self.compress,))
+        if self.mode not in MODES:
+            raise Error('mode %r is not one of %s'
+                        % (self.mode, ', '.join(MODES)))
         if self.auth not in AUTHS:
             raise Error('auth %r is not one of %s'
                         % (self.auth, ', '.join(AUTHS)))

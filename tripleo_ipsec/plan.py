@@ -47,6 +47,7 @@ from tripleo_ipsec.options import IKE_PORTS
 from tripleo_ipsec import proposals
 
 HOST, VIP_PEER, VIP_HOLDER = 'host', 'vip-peer', 'vip-holder'
+MESH, GROUP = 'mesh', 'group'
 
 
 class Conn(typing.NamedTuple):
@@ -83,24 +84,46 @@ class Clear(typing.NamedTuple):
     exemption: str     # the operator's text, e.g. tcp/22
 
 
+class Group(typing.NamedTuple):
+    """A network's opportunistic group conn on one host (mode group).
+
+    One conn towards every address of the network's subnets (its policy
+    group file lists them), an SA per peer negotiated on the pair's first
+    packet.  With auth cert it names this end's identity and certificate;
+    the other end is any certificate of the trusted CA.
+    """
+    name: str
+    network: str
+    left: str          # this host's address on the network
+    subnets: tuple     # the network's subnets of that address family
+    peers: int         # the other hosts of the network (SAs at most)
+    left_id: str = ''
+    cert: str = ''
+
+
 @dataclasses.dataclass(frozen=True)
 class HostPlan(object):
     name: str
     role: str
     conns: tuple       # of Conn, sorted by (network, name)
     clear: tuple = ()  # of Clear, sorted by (network, name)
+    groups: tuple = ()  # of Group (mode group), sorted by network
 
     def load(self, compress=False):
         """What this host's pluto and kernel carry, at most.
 
         Every conn has one IKE SA and one Child SA when it is up (a VIP's
         holder conns only while this host holds the VIP: counted as if it
-        held them all); a Child SA is two kernel xfrm states, four with
-        IPComp.  Passthrough conns (``clear``) have no SA.
+        held them all); a group conn, one per peer of its network, each
+        only once the pair has talked (``on_demand``); a Child SA is two
+        kernel xfrm states, four with IPComp.  Passthrough conns
+        (``clear``) have no SA.
         """
-        sas = len(self.conns)
-        return {'conns': len(self.conns) + len(self.clear),
+        on_demand = sum(g.peers for g in self.groups)
+        sas = len(self.conns) + on_demand
+        return {'conns': len(self.conns) + len(self.groups) + len(self.clear),
                 'clear': len(self.clear), 'ike_sas': sas, 'child_sas': sas,
+                'on_demand': on_demand,
                 'xfrm_states': sas * (4 if compress else 2)}
 
 
@@ -122,6 +145,11 @@ class Plan(object):
     firewall_rules: dict       # tripleo_firewall rules, by rule name
     options: object            # the Options the plan was made with
     mtu: dict = dataclasses.field(default_factory=dict)  # mtus()
+    mode: str = MESH           # MESH or GROUP, as choose_mode() decided
+    mode_reason: str = ''
+    # mode group: each protected network's hosts, ((name, address), ...),
+    # from which render writes every host's key lines
+    members: dict = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def load(self):
@@ -130,9 +158,13 @@ class Plan(object):
                 for name, host in self.hosts.items()}
 
     def over_budget(self):
-        """One line per host whose SAs exceed ``options.conn_budget``."""
+        """One line per host whose SAs exceed ``options.conn_budget``.
+
+        Mesh only: in mode group a restarted pluto negotiates only the
+        pairs that talk, when they talk.
+        """
         budget = self.options.conn_budget
-        if not budget:
+        if not budget or self.mode == GROUP:
             return []
         return ['%s: %d SAs at most (%d conns), over the conn budget of %d '
                 'per node (IpsecConnBudget): every one is negotiated again '
@@ -148,8 +180,10 @@ class Plan(object):
             hosts[name] = {'role': host.role,
                            'conns': [c._asdict() for c in host.conns],
                            'clear': [c._asdict() for c in host.clear],
+                           'groups': [g._asdict() for g in host.groups],
                            'load': loads[name]}
-        counts = [len(h.conns) for h in self.hosts.values()] or [0]
+        counts = [len(h.conns) + len(h.groups)
+                  for h in self.hosts.values()] or [0]
         sas = [v['child_sas'] for v in loads.values()] or [0]
         return {
             'networks': list(self.networks),
@@ -157,8 +191,11 @@ class Plan(object):
             'vips': [dataclasses.asdict(v) for v in self.vips],
             'firewall_rules': self.firewall_rules,
             'mtu': self.mtu,
+            'mode': self.mode,
+            'mode_reason': self.mode_reason,
             'options': self.options.to_dict(),
             'summary': {'hosts': len(self.hosts),
+                        'mode': self.mode,
                         'conns': sum(counts),
                         'max_conns_per_host': max(counts),
                         'max_sas_per_host': max(sas),
@@ -314,6 +351,8 @@ def mtus(networks, topology, options):
 def with_cert(conn, host, domain):
     """CONN of HOST with the identities and certificate auth cert uses."""
     mine = names.host_cert_id(host, conn.network, domain)
+    if isinstance(conn, Group):
+        return conn._replace(left_id=mine, cert=names.host_cert(conn.network))
     if conn.kind == HOST:
         return conn._replace(left_id=mine, right_id=names.host_cert_id(
             conn.peer, conn.network, domain),
@@ -326,58 +365,102 @@ def with_cert(conn, host, domain):
         conn.peer, conn.network, domain), cert=names.vip_cert(conn.vip))
 
 
+def choose_mode(options, mesh_sas, no_subnets=()):
+    """(MESH or GROUP, why): the operator's choice, or auto's.
+
+    ``mesh_sas`` is {host: the SAs it would carry in a mesh}.  auto picks
+    group once a host's mesh would exceed ``options.conn_budget``: the
+    point where a restarted pluto takes too long to negotiate them all
+    again (bench/establish.py) and a mesh's conns weigh on pluto; unless
+    a protected network has no subnet in net_cidr_map (``no_subnets``),
+    which a group conn covers.
+    """
+    if options.mode in (MESH, GROUP):
+        return options.mode, 'IpsecMode %s' % options.mode
+    worst = max(sorted(mesh_sas.items()), key=lambda kv: kv[1],
+                default=('', 0))
+    budget = options.conn_budget
+    if budget and worst[1] > budget:
+        why = ('auto: %s would carry %d SAs in a mesh, over the conn budget '
+               'of %d' % (worst[0], worst[1], budget))
+        if no_subnets:
+            return MESH, why + (', but network %s has no subnet in '
+                                'net_cidr_map for a group conn'
+                                % ', '.join(no_subnets))
+        return GROUP, why
+    return MESH, ('auto: at most %d SAs per node in a mesh%s' % (
+        worst[1], ', within the conn budget of %d' % budget if budget
+        else ' (conn budget 0: always mesh)'))
+
+
+def _groups(networks, topology, members):
+    """{host: [Group]}: one per protected network the host is on."""
+    groups = {}
+    for net in networks:
+        for host in members[net]:
+            if host.excluded:
+                continue
+            address = host.addresses[net]
+            family = _family(address)
+            groups.setdefault(host.name, []).append(Group(
+                names.group_conn(net), net, address,
+                tuple(c for c in topology.cidrs.get(net, ())
+                      if _family(c) == family),
+                len([p for p in members[net] if p is not host and
+                     _family(p.addresses[net]) == family])))
+    missing = sorted({g.network for gs in groups.values() for g in gs
+                      if not g.subnets})
+    if missing:
+        raise Error('mode group: network %s has no subnet of its hosts\' '
+                    'address family in net_cidr_map, and its group conn '
+                    'covers the network\'s subnets' % ', '.join(missing))
+    return groups
+
+
 def build(topology, options):
     """Topology + Options -> Plan."""
     networks = protected_networks(topology, options)
     conns = {h.name: [] for h in topology.hosts if not h.excluded}
+    members = {net: topology.members(net) for net in networks}
+    # a mesh's host-to-host SAs per host, for auto
+    mesh_sas = {name: 0 for name in conns}
 
     for net in networks:
-        members = topology.members(net)
-        for i, a in enumerate(members):
-            addr_a = a.addresses[net]
-            for b in members[i + 1:]:
-                addr_b = b.addresses[net]
-                if _family(addr_a) != _family(addr_b):
-                    continue
-                name = names.host_conn(net, a.name, b.name)
-                first = initiator(net, addr_a, addr_b)
-                if a.name in conns:
-                    conns[a.name].append(Conn(
-                        name, HOST, net, '', addr_a, addr_b, b.name,
-                        first == addr_a, 'ondemand'))
-                if b.name in conns:
-                    conns[b.name].append(Conn(
-                        name, HOST, net, '', addr_b, addr_a, a.name,
-                        first == addr_b, 'ondemand'))
+        for a in members[net]:
+            if a.name in conns:
+                family = _family(a.addresses[net])
+                mesh_sas[a.name] += len([
+                    b for b in members[net] if b is not a and
+                    _family(b.addresses[net]) == family])
 
     vips = []
     for vip in topology.vips:
         if vip.network not in networks:
             continue
-        members = [h for h in topology.members(vip.network)
-                   if _family(h.addresses[vip.network]) ==
-                   _family(vip.address)]
-        holders = tuple(h.name for h in members if h.vip_holder)
+        vip_members = [h for h in members[vip.network]
+                       if _family(h.addresses[vip.network]) ==
+                       _family(vip.address)]
+        holders = tuple(h.name for h in vip_members if h.vip_holder)
         if not holders:
             raise Error('VIP %s (%s) is on protected network %s but no host '
                         'of that network runs pacemaker to hold it'
                         % (vip.name, vip.address, vip.network))
-        if len(members) < 2:
+        if len(vip_members) < 2:
             # one node on the VIP's network (a one-controller cloud): no
             # peer sends to the VIP over the wire, so it gets no conns and
             # no resource (an agent with no holder conn could not start)
             continue
-        for peer in members:
+        for peer in vip_members:
             if peer.name not in conns:
                 continue
             conns[peer.name].append(Conn(
                 names.vip_conn(vip.name, peer.name), VIP_PEER, vip.network,
                 vip.name, peer.addresses[vip.network], vip.address, '',
                 False, 'ondemand'))
-        for holder in members:
+        for holder in vip_members:
             if not holder.vip_holder or holder.name not in conns:
                 continue
-            for peer in members:
+            for peer in vip_members:
                 if peer.name == holder.name:
                     continue
                 conns[holder.name].append(Conn(
@@ -388,17 +471,32 @@ def build(topology, options):
         vips.append(VipPlan(
             name=vip.name, network=vip.network, address=vip.address,
             holders=holders,
-            peers=tuple(h.name for h in members),
+            peers=tuple(h.name for h in vip_members),
             resource={'id': names.vip_ipsec_resource(vip.name),
                       'agent': names.ocf_agent(),
                       'params': {'vip': vip.address, 'vip_name': vip.name},
                       'colocated_with': ip_resource,
                       'started_after': ip_resource}))
 
+    mode, reason = choose_mode(options, {
+        name: sas + len(conns[name]) for name, sas in mesh_sas.items()},
+        [net for net in networks if not topology.cidrs.get(net)])
+    groups = {}
+    if mode == GROUP:
+        # a VIP keeps its own conns (their failover is the agent's); each
+        # network's hosts reach each other through its group conn
+        groups = _groups(networks, topology, members)
+    else:
+        for net in networks:
+            _mesh(net, members[net], conns)
+
     if options.auth == 'cert':
         conns = {name: [with_cert(c, name, options.cert_domain)
                         for c in host_conns]
                  for name, host_conns in conns.items()}
+        groups = {name: [with_cert(g, name, options.cert_domain)
+                         for g in host_groups]
+                  for name, host_groups in groups.items()}
     clear = clear_conns(networks, topology, options)
     hosts = {}
     for host in topology.hosts:
@@ -408,8 +506,34 @@ def build(topology, options):
                 tuple(sorted(conns[host.name],
                              key=lambda c: (c.network, c.name, c.kind))),
                 tuple(sorted(clear[host.name],
-                             key=lambda c: (c.network, c.name))))
+                             key=lambda c: (c.network, c.name))),
+                tuple(sorted(groups.get(host.name, ()),
+                             key=lambda g: g.network)))
     return Plan(networks=networks, hosts=hosts, vips=tuple(vips),
                 firewall_rules=firewall_rules(topology.cidrs,
                                               options.skip_networks),
-                options=options, mtu=mtus(networks, topology, options))
+                options=options, mtu=mtus(networks, topology, options),
+                mode=mode, mode_reason=reason,
+                members={net: tuple((h.name, h.addresses[net])
+                                    for h in members[net])
+                         for net in networks} if mode == GROUP else {})
+
+
+def _mesh(net, members, conns):
+    """Every pair of MEMBERS on NET: one conn, on both ends (CONNS)."""
+    for i, a in enumerate(members):
+        addr_a = a.addresses[net]
+        for b in members[i + 1:]:
+            addr_b = b.addresses[net]
+            if _family(addr_a) != _family(addr_b):
+                continue
+            name = names.host_conn(net, a.name, b.name)
+            first = initiator(net, addr_a, addr_b)
+            if a.name in conns:
+                conns[a.name].append(Conn(
+                    name, HOST, net, '', addr_a, addr_b, b.name,
+                    first == addr_a, 'ondemand'))
+            if b.name in conns:
+                conns[b.name].append(Conn(
+                    name, HOST, net, '', addr_b, addr_a, a.name,
+                    first == addr_b, 'ondemand'))

@@ -23,6 +23,7 @@ temporary directory beside OUT, then renamed), or not at all.
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -45,6 +46,20 @@ SHUNTS = {
     'private-or-clear': {'failure': 'passthrough',
                          'negotiation': 'passthrough'},
 }
+
+# Mode group, measured in the lab's guest (libreswan 4.10, two nodes, a
+# ping every 100 ms, one node's pluto stopped 2 s then started again):
+# - a clean restart (pluto sends its peers a Delete): the peer's traffic
+#   came back 15.7-25.3 s after the start, held back by the kernel's
+#   ACQUIRE state of the pair's last negotiation, which lives
+#   net.core.xfrm_acq_expires seconds (30); at 3 s, 2.9 s after the start;
+# - a crash (no Delete, the kernel's SAs flushed as systemd's ExecStopPost
+#   does): the peer's SA outlives its other end, never recovered in 90 s;
+#   with IKEv2 liveness (dpddelay) the peer declares it dead after
+#   libreswan's retransmit timeout (60 s) and negotiates again: 65.5 s
+#   with dpddelay=2s.  10 s keeps the checks rare on idle pairs.
+GROUP_DPDDELAY = '10s'
+GROUP_ACQUIRE_EXPIRES = 3
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader('tripleo_ipsec', 'templates'),
@@ -83,12 +98,22 @@ class _Keys(object):
         self.master_key, self.epoch, self.pending = master_key, epoch, {}
 
     def __call__(self, conn):
-        psk = self.pending.pop((conn.network, conn.right, conn.left), None)
+        return self.pair(conn.network, conn.left, conn.right)
+
+    def pair(self, network, left, right):
+        psk = self.pending.pop((network, right, left), None)
         if psk is None:
-            psk = self.master_key.psk(conn.network, conn.left, conn.right,
-                                      self.epoch)
-            self.pending[(conn.network, conn.left, conn.right)] = psk
+            psk = self.master_key.psk(network, left, right, self.epoch)
+            self.pending[(network, left, right)] = psk
         return psk
+
+
+def _key_lines(keys):
+    """One secrets line per (left, right, psk), joined.
+
+    No template loop: a group's host has one line per peer.
+    """
+    return ''.join('%s %s : PSK "%s"\n' % key for key in keys)
 
 
 def _digests(text, conns):
@@ -132,11 +157,13 @@ def host_files(the_plan, host, master_key, derive=None):
                # libreswan's defaults are left unsaid: a deployment that
                # keeps them keeps every conn's digest (no conn replaced)
                'encapsulation': opts.encapsulation,
-               'compress': opts.compress}
+               'compress': opts.compress,
+               'group_dpddelay': GROUP_DPDDELAY}
     derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')
     files, digests, initiate, vips, networks = {}, {}, [], {}, set()
+    groups = {}         # network -> its group conn (mode group)
     net = {}            # conn -> [left, right]: the kernel's safety net
     wanted = {}         # certificate nickname -> what it must say
     addresses = {v.name: v.address for v in the_plan.vips}
@@ -144,7 +171,8 @@ def host_files(the_plan, host, master_key, derive=None):
             the_plan.hosts[host]).items():
         text = conns_tpl.render(
             context, title=title, defaults=defaults,
-            conns=[dict(c._asdict(), alias=names.vip_holder_alias(c.vip)
+            conns=[dict(c._asdict(), group=False,
+                        alias=names.vip_holder_alias(c.vip)
                         if c.kind == plan_mod.VIP_HOLDER else '')
                    for c in conns])
         files[conf] = (text, 0o644)
@@ -157,8 +185,8 @@ def host_files(the_plan, host, master_key, derive=None):
                               plan_mod.VIP_HOLDER else ''}
         if not certs:
             files[secrets] = (secrets_tpl.render(
-                title=title, epoch=epoch,
-                keys=[(c.left, c.right, derive(c)) for c in conns]), 0o600)
+                title=title, epoch=epoch, lines=_key_lines(
+                    (c.left, c.right, derive(c)) for c in conns)), 0o600)
         digests.update(_digests(text, conns))
         networks.update(c.network for c in conns)
         if opts.failure_policy == 'private':
@@ -176,6 +204,38 @@ def host_files(the_plan, host, master_key, derive=None):
                          if c.kind == plan_mod.VIP_PEER],
                 'holder': [c.name for c in conns
                            if c.kind == plan_mod.VIP_HOLDER]}
+    members = the_plan.members
+    for group in the_plan.hosts[host].groups:
+        net_name = group.network
+        title = 'opportunistic group conn on network %s' % net_name
+        policy = ''.join('%s\n' % subnet for subnet in group.subnets)
+        text = conns_tpl.render(
+            context, title=title, defaults=names.defaults_conn(net_name),
+            conns=[dict(group._asdict(), group=True, auto='ondemand',
+                        alias='')])
+        files[names.network_conf(net_name)] = (text, 0o644)
+        files[names.group_policy(net_name)] = (policy, 0o644)
+        if opts.cert_ca:
+            c = group if certs else plan_mod.with_cert(group, host,
+                                                       opts.cert_domain)
+            wanted[c.cert] = {'id': c.left_id, 'network': net_name, 'vip': ''}
+        if not certs:
+            family = ':' in group.left
+            pair = derive.pair
+            files[names.network_secrets(net_name)] = (secrets_tpl.render(
+                title=title, epoch=epoch, lines=_key_lines(
+                    (group.left, address, pair(net_name, group.left,
+                                               address))
+                    for name, address in members[net_name]
+                    if name != host and (':' in address) == family)), 0o600)
+        # what pluto loads for it: its stanza and the subnets it covers
+        digests[group.name] = hashlib.sha256(
+            (text.split('\nconn ', 1)[1] + policy).encode()).hexdigest()[:16]
+        networks.add(net_name)
+        groups[net_name] = group.name
+        if opts.failure_policy == 'private':
+            net.update(('%s#%s' % (group.name, subnet), [group.left, subnet])
+                       for subnet in group.subnets)
     clear_tpl = _ENV.get_template('clear.conf.j2')
     by_network, clear = {}, {}
     for c in the_plan.hosts[host].clear:
@@ -197,6 +257,9 @@ def host_files(the_plan, host, master_key, derive=None):
         'networks': sorted(networks), 'auth': opts.auth, 'net': net}
     if clear:
         manifest['clear'] = clear
+    if groups:
+        manifest['groups'] = groups
+        manifest['acquire_expires'] = GROUP_ACQUIRE_EXPIRES
     if opts.cert_ca:
         ipa = opts.cert_ca.upper() == 'IPA'
         for entry in wanted.values():
@@ -243,6 +306,46 @@ def _write_host(root, files):
         os.chmod(ipsec_d, 0o700)
 
 
+# From this many hosts on, render's hosts are shared out among forked
+# workers, one per CPU: a host's files cost O(peers) key derivations (about
+# 2 us each), 2.5 million pairs at 1,000 nodes on 5 networks
+# (bench/scale.py).  The workers inherit the plan and the key (nothing
+# secret crosses a pipe) and return file counts only.
+PARALLEL_FROM = 200
+_SHARED = {}
+
+
+def _render_chunk(hosts):
+    the_plan, master_key, tmp = _SHARED['job']
+    derive = _Keys(master_key, the_plan.options.key_epoch)
+    written = {}
+    for host in hosts:
+        files = host_files(the_plan, host, master_key, derive)
+        _write_host(os.path.join(tmp, host), files)
+        written[host] = len(files)
+    return written
+
+
+def _write_hosts(the_plan, master_key, tmp):
+    """Render every host of the plan under TMP: {host: number of files}."""
+    hosts = sorted(the_plan.hosts)
+    workers = min(os.cpu_count() or 1, 8)
+    _SHARED['job'] = (the_plan, master_key, tmp)
+    try:
+        if len(hosts) < PARALLEL_FROM or workers < 2:
+            return _render_chunk(hosts)
+        # contiguous chunks: a pair within one derives its key once
+        size = -(-len(hosts) // workers)
+        chunks = [hosts[i:i + size] for i in range(0, len(hosts), size)]
+        written = {}
+        with multiprocessing.get_context('fork').Pool(len(chunks)) as pool:
+            for part in pool.map(_render_chunk, chunks):
+                written.update(part)
+        return written
+    finally:
+        _SHARED.clear()
+
+
 def _check_out(out):
     if not os.path.lexists(out):
         return False
@@ -280,11 +383,7 @@ def write(the_plan, master_key, out):
         with open(os.path.join(tmp, names.PACEMAKER_COMMANDS), 'w') as f:
             json.dump({'commands': pacemaker.commands(the_plan.vips)}, f,
                       indent=1, sort_keys=True)
-        derive = _Keys(master_key, the_plan.options.key_epoch)
-        for host in sorted(the_plan.hosts):
-            files = host_files(the_plan, host, master_key, derive)
-            _write_host(os.path.join(tmp, host), files)
-            written[host] = len(files)
+        written = _write_hosts(the_plan, master_key, tmp)
         # the swap runs with termination signals held: stopped half-way,
         # it would leave neither output in place
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)

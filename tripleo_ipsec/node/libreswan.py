@@ -65,6 +65,9 @@ _IFACE = re.compile(r'^(?:000 )?interface \S+ (?:UDP )?\[?([0-9A-Fa-f.:]+?)'
 _LEFT = re.compile(r'^\s+left=(\S+)', re.M)
 _RIGHT = re.compile(r'^\s+right=(\S+)', re.M)
 _ONDEMAND = re.compile(r'^[ \t]+auto=ondemand[ \t]*$', re.M)
+_GROUP = re.compile(r'^[ \t]+right=%opportunisticgroup[ \t]*$', re.M)
+# how long the kernel keeps an ACQUIRE (a larval state), in seconds
+ACQ_EXPIRES = 'net.core.xfrm_acq_expires'
 # The first libreswan whose secrets reread keeps a private key alive while
 # a crypto helper signs with it (libreswan #1894).  Before it, a reread
 # (whack --rereadsecrets, or the secrets reload every whack --listen does)
@@ -334,6 +337,12 @@ class Libreswan(object):
         loaded = self.status()
         why = _last_line(result) or 'see pluto\'s log'
         failed = {n: why for n in conns if n not in loaded}
+        groups = [n for n in conns if _GROUP.search(sections[n]) and
+                  n not in failed]
+        if groups:
+            # a group conn's instances (one per subnet of its policy file)
+            # are made when pluto reads policies/, which --listen does
+            self.whack('--listen')
         if set(ondemand) - set(failed):
             result = self.whack('--route', '--name', batch, check=False)
             if result.returncode:
@@ -346,12 +355,33 @@ class Libreswan(object):
                 why = 'not routed: %s' % _last_line(result)
                 failed.update(
                     (n, why) for n in ondemand if n in loaded and
-                    loaded[n].routing == 'unrouted' and
+                    n not in groups and loaded[n].routing == 'unrouted' and
                     _end(_RIGHT, sections[n]) not in here)
+        if groups:
+            # a group conn itself stays "unrouted": its instances carry
+            # the traps
+            routed = group_routed(self.status())
+            failed.update((n, 'no subnet of its policy file routed')
+                          for n in groups if not routed.get(n))
         return failed
 
     def delete(self, name):
         self.whack('--delete', '--name', name)
+
+    def acquire_expires(self, seconds, check=False):
+        """Lower the kernel's ACQUIRE lifetime to SECONDS; whether it did.
+
+        Left alone when it is already that low or lower; CHECK only says
+        whether it would change.  ``sysctl`` runs where pluto is (the
+        command's prefix, if any).
+        """
+        current = int(self._run(self.ipsec[:-1] + [
+            'sysctl', '-n', ACQ_EXPIRES]).stdout.strip())
+        if current <= seconds or check:
+            return current > seconds
+        self._run(self.ipsec[:-1] + ['sysctl', '-q', '-w', '%s=%d' % (
+            ACQ_EXPIRES, seconds)])
+        return True
 
     def initiate(self, name):
         self.whack('--initiate', '--asynchronous', '--name', name)
@@ -447,6 +477,21 @@ _NET_BODY = re.compile(r'^\s+dir (in|out) action block index (\d+) '
 _NET_MARK = re.compile(r'^\s+mark %s/%s\s*$' % names.NET_MARK, re.M)
 
 
+def group_routed(status):
+    """{group conn: [its instances' subnets that pluto routed]}."""
+    routed = {}
+    for name, conn in status.items():
+        group, sep, subnet = name.partition('#')
+        if sep and conn.routing not in ('', 'unrouted'):
+            routed.setdefault(group, []).append(subnet)
+    return routed
+
+
+def group_conns(manifest):
+    """The group conns of a manifest (mode group): {network: name}."""
+    return dict(manifest.get('groups', {}))
+
+
 def clear_conns(manifest):
     """The exemptions' passthrough conns: {name: exemption}."""
     return {name: text for conns in manifest.get('clear', {}).values()
@@ -454,6 +499,9 @@ def clear_conns(manifest):
 
 
 def _host_prefix(address):
+    """An address as a host prefix; a subnet (a group's) as it is."""
+    if '/' in address:
+        return address
     return address + ('/128' if ':' in address else '/32')
 
 
@@ -469,12 +517,18 @@ def parse_net(text):
         if not (head and body and _NET_MARK.search(entry) and
                 int(body.group(3)) == names.NET_PRIORITY):
             continue
-        src, dst = head.group(1), head.group(2)
-        if src != _host_prefix(src.split('/')[0]) or \
-                dst != _host_prefix(dst.split('/')[0]):
-            continue
-        found.add((src.split('/')[0], dst.split('/')[0], body.group(1)))
+        found.add((_net_end(head.group(1)), _net_end(head.group(2)),
+                   body.group(1)))
     return found
+
+
+def _net_end(prefix):
+    """One end of a net policy as the manifest says it.
+
+    A host's address bare, a subnet (a group conn's) as a prefix.
+    """
+    address = prefix.split('/')[0]
+    return address if prefix == _host_prefix(address) else prefix
 
 
 def net_wanted(manifest, conns):
@@ -549,9 +603,10 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
     peer_side = {n for vip in manifest.get('vips', {}).values()
                  for n in vip.get('peer', [])}
     clear = clear_conns(manifest)
+    groups = set(group_conns(manifest).values())
     expected = sorted(n for n in manifest.get('conns', {})
                       if n not in holders and n not in clear and
-                      (vips or n not in peer_side))
+                      n not in groups and (vips or n not in peer_side))
     conns = {}
     for name in expected:
         conn = status.get(name)
@@ -576,8 +631,13 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
     report['clear_missing'] = sorted(
         n for n in clear if n not in status or
         status[n].routing in ('', 'unrouted'))
+    # a group conn has SAs only where pairs talk: each subnet of its
+    # policy file must be routed (its trap), or its network is not covered
+    routed = group_routed(status)
+    report['groups'] = {n: sorted(routed.get(n, [])) for n in sorted(groups)}
+    report['group_missing'] = sorted(n for n in groups if not routed.get(n))
     report['ok'] = not (missing or problems or report['net_missing'] or
-                        report['clear_missing'])
+                        report['clear_missing'] or report['group_missing'])
     return report
 
 
@@ -597,6 +657,14 @@ def _address(text):
         return False
 
 
+def _subnet(text):
+    """Whether TEXT is a subnet as ``ip`` prints it (canonical)."""
+    try:
+        return str(ipaddress.ip_network(text)) == text
+    except ValueError:
+        return False
+
+
 def parse_manifest(text, what='manifest'):
     """A manifest's JSON text -> the manifest, its shape checked.
 
@@ -611,7 +679,7 @@ def parse_manifest(text, what='manifest'):
     if not isinstance(manifest, dict):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (not a '
                              'mapping)' % what)
-    for key in ('conns', 'files', 'vips', 'net', 'clear'):
+    for key in ('conns', 'files', 'vips', 'net', 'clear', 'groups'):
         if not isinstance(manifest.get(key, {}), dict):
             raise LibreswanError('%s: not a tripleo-ipsec manifest (%s is '
                                  'not a mapping)' % (what, key))
@@ -620,7 +688,7 @@ def parse_manifest(text, what='manifest'):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (conns)'
                              % what)
     if not all(isinstance(v, list) and len(v) == 2 and _names(v) and
-               all(_address(a) for a in v)
+               _address(v[0]) and (_address(v[1]) or _subnet(v[1]))
                for v in manifest.get('net', {}).values()):
         raise LibreswanError('%s: not a tripleo-ipsec manifest (net)' % what)
     if not all(isinstance(v, dict) and all(
@@ -701,6 +769,11 @@ def missing_message(report):
                      'restore them): %s' % (
                          report.get('host'), len(net), ', '.join(net[:4]) +
                          (', ...' if len(net) > 4 else '')))
+    groups = report.get('group_missing', [])
+    if groups:
+        parts.append('%s: %d group conns have no subnet routed, so their '
+                     'networks\' traffic has no policy: %s' % (
+                         report.get('host'), len(groups), ', '.join(groups)))
     clear = report.get('clear_missing', [])
     if clear:
         parts.append('%s: %d passthrough conns of the exemptions are not '

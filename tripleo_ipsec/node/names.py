@@ -72,6 +72,20 @@ def clear_conn(network, proto, port, way, index):
                                        port or '', way, index)
 
 
+def group_conn(network):
+    """The opportunistic group conn of a network (IpsecMode group).
+
+    Its policy group file (``group_policy``) lists the network's subnets:
+    no ``--``, so never a host_conn's name.
+    """
+    return '%s-group-%s' % (PREFIX, network)
+
+
+def group_policy(network):
+    """The group conn's policy file: pluto reads policies/<conn name>."""
+    return '%s/policies/%s' % (IPSEC_D, group_conn(network))
+
+
 def clear_conf(network):
     return '%s/%s-clear-%s.conf' % (IPSEC_D, PREFIX, network)
 
@@ -88,9 +102,10 @@ def vip_holder_alias(vip_name):
 def ours(conn):
     """Whether pluto's conn ``conn`` is one of ours that pluto loads.
 
-    The ``also=`` sections (``defaults_conn``) are never loaded themselves.
+    The ``also=`` sections (``defaults_conn``) are never loaded themselves;
+    a group conn's instances (``<group>#<subnet>``) are pluto's own.
     """
-    return (conn.startswith(PREFIX + '-') and
+    return (conn.startswith(PREFIX + '-') and '#' not in conn and
             not conn.startswith(defaults_conn('')))
 
 

@@ -223,8 +223,12 @@ def present(module, lw, root, files, manifest_path):
     result['net_removed'] = [_net_entry(k) for k in net_drop]
     secrets_changed = any(p.endswith('.secrets')
                           for p in result['written'] + result['removed'])
+    acquire = int(new.get('acquire_expires', 0))
+    result['acquire_expires'] = bool(acquire) and lw.acquire_expires(
+        acquire, check=True)
     changed = bool(result['written'] or result['removed'] or touched or
-                   result['deleted'] or net_add or net_drop or not _same(
+                   result['deleted'] or net_add or net_drop or
+                   result['acquire_expires'] or not _same(
                        os.path.join(root, manifest_path),
                        files[manifest_path]['content'].encode(),
                        int(files[manifest_path]['mode'], 8)))
@@ -264,6 +268,11 @@ def present(module, lw, root, files, manifest_path):
     for rel, entry in files.items():
         if rel.endswith('.conf'):
             sections.update(split_conf(entry['content']))
+    # mode group: a pair whose peer restarted waits for the kernel's
+    # ACQUIRE state of its last negotiation to expire (render.py has the
+    # figures): lowered before the group conns' traps go in
+    if acquire:
+        lw.acquire_expires(acquire)
     failed = lw.add(sections, touched)
     result['not_loaded'] = ['%s: %s' % kv for kv in sorted(failed.items())]
     for line in result['not_loaded']:

@@ -1,0 +1,398 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""IpsecMode group: the plan, real plutos loading it, and the wire.
+
+A group conn per protected network (libreswan's opportunistic policy
+groups over the network's subnets), one key line per peer; the VIPs keep
+their own conns.
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+from testtools import content
+
+from tests import base
+from tests import pluto
+from tests import test_lab_knobs as knobs
+from tripleo_ipsec import errors
+from tripleo_ipsec import keys
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
+from tripleo_ipsec.node import wire
+from tripleo_ipsec import plan
+from tripleo_ipsec import render
+from tripleo_ipsec import sources
+from tripleo_ipsec_lab import guest
+from tripleo_ipsec_lab import outage
+from tripleo_ipsec_lab import synth
+
+
+def stock(computes=4, **opts):
+    """The plan of a synthetic cloud with its subnets (3 controllers)."""
+    topo = sources.topology_of(synth.stack_outputs(
+        [synth.controller(3), synth.compute(computes)]),
+        synth.net_cidr_map())
+    return topo, base.make_plan(topo, **opts)
+
+
+class TestGroupPlan(base.TestCase):
+
+    def test_auto_picks_group_over_the_conn_budget(self):
+        # 3 controllers + 4 computes: a controller's mesh holds its peers
+        # on every network plus its VIP conns
+        _, mesh = stock()
+        worst = max(mesh.load.values(), key=lambda load: load['child_sas'])
+        budget = worst['child_sas']
+        self.assertEqual('mesh', mesh.mode)
+        self.assertIn('within the conn budget of 500', mesh.mode_reason)
+        _, at = stock(conn_budget=budget)
+        self.assertEqual('mesh', at.mode)
+        _, over = stock(conn_budget=budget - 1)
+        self.assertEqual('group', over.mode)
+        self.assertRegex(over.mode_reason, r'^auto: overcloud-\S+ would '
+                         r'carry %d SAs in a mesh, over the conn budget of '
+                         r'%d$' % (budget, budget - 1))
+        self.assertEqual([], over.over_budget())
+        _, never = stock(conn_budget=0)
+        self.assertEqual('mesh', never.mode)
+        _, forced = stock(mode='mesh', conn_budget=1)
+        self.assertEqual(('mesh', 'IpsecMode mesh'),
+                         (forced.mode, forced.mode_reason))
+        self.assertTrue(forced.over_budget())
+        self.assertEqual('group', over.to_dict()['summary']['mode'])
+
+    def test_auto_stays_mesh_without_subnets(self):
+        # the same cloud, net_cidr_map unknown: a group conn would cover
+        # nothing, so auto stays mesh and says why
+        the_plan = base.make_plan(base.fixture_topology('stock'),
+                                  conn_budget=1)
+        self.assertEqual('mesh', the_plan.mode)
+        self.assertIn('but network internal_api, storage, storage_mgmt has '
+                      'no subnet in net_cidr_map', the_plan.mode_reason)
+        self.assertTrue(the_plan.over_budget())
+
+    def test_group_conns_subnets_and_keys(self):
+        topo, the_plan = stock(mode='group')
+        self.assertEqual('group', the_plan.mode)
+        host = 'overcloud-novacompute-0'
+        mine = the_plan.hosts[host]
+        # no host-to-host conn: one group per protected network it is on
+        self.assertEqual([], [c for c in mine.conns if c.kind == plan.HOST])
+        self.assertEqual(
+            [('tripleo-group-internal_api', 'internal_api'),
+             ('tripleo-group-storage', 'storage')],
+            [(g.name, g.network) for g in mine.groups])
+        for group in mine.groups:
+            self.assertEqual(tuple(synth.net_cidr_map()[group.network]),
+                             group.subnets)
+            self.assertEqual(
+                len(topo.members(group.network)) - 1, group.peers)
+        # the VIPs keep their conns
+        self.assertTrue([c for c in mine.conns if c.kind == plan.VIP_PEER])
+        key = keys.MasterKey(b'k' * 32)
+        files = render.host_files(the_plan, host, key)
+        conf = files[names.network_conf('internal_api')][0]
+        self.assertIn('right=%opportunisticgroup', conf)
+        self.assertEqual(1, conf.count('\nconn tripleo-group-'))
+        self.assertEqual(
+            ('%s\n' % synth.net_cidr_map()['internal_api'][0], 0o644),
+            files[names.group_policy('internal_api')])
+        secrets, mode = files[names.network_secrets('internal_api')]
+        self.assertEqual(0o600, mode)
+        lines = re.findall(r'^(\S+) (\S+) : PSK "(\S+)"$', secrets, re.M)
+        me = mine.groups[0].left
+        peers = {h.addresses['internal_api']
+                 for h in topo.members('internal_api') if h.name != host}
+        self.assertEqual(peers, {right for left, right, _ in lines})
+        self.assertEqual({me}, {left for left, _, _ in lines})
+        # the same key as the pair's mesh conn, on both ends
+        for left, right, psk in lines:
+            self.assertEqual(key.psk('internal_api', left, right, 0), psk)
+        manifest = json.loads(files[names.MANIFEST][0])
+        self.assertEqual({'internal_api': 'tripleo-group-internal_api',
+                          'storage': 'tripleo-group-storage'},
+                         manifest['groups'])
+        self.assertEqual(render.GROUP_ACQUIRE_EXPIRES,
+                         manifest['acquire_expires'])
+        self.assertEqual([me, synth.net_cidr_map()['internal_api'][0]],
+                         manifest['net']['tripleo-group-internal_api#%s' %
+                                         synth.net_cidr_map()
+                                         ['internal_api'][0]])
+        libreswan.parse_manifest(files[names.MANIFEST][0])
+
+    def test_a_subnet_change_replaces_the_group_conn(self):
+        topo, the_plan = stock(mode='group')
+        key = keys.MasterKey(b'k' * 32)
+        before = json.loads(render.host_files(
+            the_plan, 'overcloud-novacompute-0', key)[names.MANIFEST][0])
+        cidrs = synth.net_cidr_map()
+        cidrs['internal_api'].append('172.31.0.0/24')
+        wider = base.make_plan(sources.topology_of(synth.stack_outputs(
+            [synth.controller(3), synth.compute(4)]), cidrs), mode='group')
+        after = json.loads(render.host_files(
+            wider, 'overcloud-novacompute-0', key)[names.MANIFEST][0])
+        self.assertNotEqual(before['conns']['tripleo-group-internal_api'],
+                            after['conns']['tripleo-group-internal_api'])
+        self.assertEqual(before['conns']['tripleo-group-storage'],
+                         after['conns']['tripleo-group-storage'])
+
+    def test_a_network_without_its_subnets_is_refused(self):
+        outputs = synth.stack_outputs([synth.controller(3),
+                                       synth.compute(2)])
+        cidrs = synth.net_cidr_map()
+        del cidrs['storage']
+        topo = sources.topology_of(outputs, cidrs)
+        error = self.assertRaises(errors.Error, base.make_plan, topo,
+                                  mode='group')
+        self.assertIn('network storage has no subnet', str(error))
+
+
+class TestGroupPlutoLoads(base.TestCase):
+    """A real pluto 4.10 loads a node's group files; the apply code routes.
+
+    The group's instances (one per subnet) become traps in the kernel; a
+    policy file that is missing leaves none (the check can fail).
+    """
+
+    def setUp(self):
+        super(TestGroupPlutoLoads, self).setUp()
+        why = pluto.available()
+        if why:
+            self.skipTest(why)
+
+    def _load(self, the_plan, topo, host, drop_policy=False):
+        out, _ = self.render(the_plan)
+        ipsec_d = os.path.join(out, host, names.IPSEC_D)
+        if drop_policy:
+            os.unlink(os.path.join(out, host,
+                                   names.group_policy('internal_api')))
+        mine = next(h for h in topo.hosts if h.name == host)
+        scratch = pluto.ScratchPluto(
+            sorted(set(mine.addresses.values()) |
+                   {v.address for v in topo.vips}),
+            ipsec_d + '/*.secrets', ipsecdir=ipsec_d)
+        self.addCleanup(scratch.stop)
+        sections = {}
+        for path in sorted(os.listdir(ipsec_d)):
+            if path.endswith('.conf'):
+                with open(os.path.join(ipsec_d, path)) as f:
+                    sections.update(libreswan.split_conf(f.read()))
+        manifest = base.manifest(out, host)
+        lw = libreswan.Libreswan(scratch.ctl, 60, (
+            'ip', 'netns', 'exec', scratch.netns, 'ipsec'))
+        wanted = [n for n in manifest['conns']
+                  if n not in libreswan.holder_conns(manifest)]
+        failed = lw.add(sections, wanted)
+        return scratch, lw, manifest, failed
+
+    def test_group_files_load_and_route(self):
+        topo, the_plan = stock(mode='group')
+        host = 'overcloud-novacompute-0'
+        scratch, lw, manifest, failed = self._load(the_plan, topo, host)
+        self.assertEqual({}, failed)
+        log = scratch.log_text()
+        for net in ('internal_api', 'storage'):
+            self.assertRegex(log, r'loading group "\S+/%s"'
+                             % names.group_conn(net))
+        status = lw.status()
+        report = libreswan.verify(manifest, status)
+        self.assertEqual([], report['group_missing'])
+        self.assertEqual({names.group_conn(n): list(synth.net_cidr_map()[n])
+                          for n in ('internal_api', 'storage')},
+                         report['groups'])
+        self.assertTrue(report['ok'], report)
+        # the traps: from this host's address to each subnet
+        policies = lw.ip('xfrm', 'policy').stdout
+        for group in the_plan.hosts[host].groups:
+            self.assertIn('src %s/32 dst %s' % (group.left,
+                                                group.subnets[0]), policies)
+        # one key per peer of each network, and the VIPs'
+        psks = re.findall(r'PSK (\S+) (\S+)', lw.whack('--listpsks').stdout)
+        peers = sum(g.peers for g in the_plan.hosts[host].groups)
+        vip_conns = len(the_plan.hosts[host].conns)
+        self.assertEqual(peers + vip_conns, len(psks))
+        # instances are pluto's own, never taken for a conn of ours
+        self.assertTrue([n for n in status if '#' in n])
+        self.assertFalse([n for n in status if '#' in n and names.ours(n)])
+
+    def test_a_missing_policy_file_is_found(self):
+        topo, the_plan = stock(mode='group')
+        host = 'overcloud-novacompute-0'
+        scratch, lw, manifest, failed = self._load(the_plan, topo, host,
+                                                   drop_policy=True)
+        self.assertEqual({'tripleo-group-internal_api':
+                          'no subnet of its policy file routed'}, failed)
+        report = libreswan.verify(manifest, lw.status())
+        self.assertEqual(['tripleo-group-internal_api'],
+                         report['group_missing'])
+        self.assertFalse(report['ok'])
+        self.assertIn('1 group conns have no subnet routed',
+                      libreswan.missing_message(report))
+
+
+class TestGroupOnTheWire(knobs.TwoNodes):
+    """Two nodes in mode group, deployed by the apply module, on the wire.
+
+    Their first packets negotiate the pair's SA (nothing crosses in clear:
+    the capture); a pluto restart on one end (a Delete to the other, the
+    kernel's SAs flushed as systemd's ExecStopPost does) is recovered from
+    the other end's pings within seconds: the apply module lowered the
+    kernel's ACQUIRE lifetime.  The control puts libreswan's default back
+    (30 s) on the pinger: the same restart then takes over 10 s.
+    """
+
+    def start(self, ns):
+        secrets = os.path.join(self.work, 'ipsec-%s.secrets' % ns)
+        with open(secrets, 'w') as f:
+            f.write('include %s/etc/ipsec.d/*.secrets\n' % self.roots[ns])
+        ipsec_d = os.path.join(self.roots[ns], names.IPSEC_D)
+        os.makedirs(ipsec_d, exist_ok=True)
+        knobs.start_pluto(self.g, ns, self.empty, secrets,
+                          os.path.join(self.work, 'pluto-%s.log' % ns),
+                          ipsecdir=ipsec_d)
+        deadline = time.monotonic() + 60
+        while self.lw[ns].whack('--status', check=False).returncode:
+            self.assertLess(time.monotonic(), deadline, ns)
+            time.sleep(0.1)
+
+    def restart(self, tag, out):
+        """b's pluto restarted under a's pings: seconds to steady replies."""
+        log = os.path.join(self.work, 'ping-%s.txt' % tag)
+        pid = self.g.spawn(['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 '
+                            '-p %s %s > %s' % (wire.MARKER.hex(),
+                                               self.address['b'], log)],
+                           netns='a')
+        try:
+            time.sleep(1)
+            self.stop('b')
+            self.g.run(['sh', '-c', 'ip xfrm policy flush; '
+                        'ip xfrm state flush'], netns='b')
+            time.sleep(2)
+            started = time.time()
+            self.start('b')
+            self.deploy_one(out, 'b')
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with open(log) as f:
+                    at = outage.steady(outage.replies(f.read()), started)
+                if at:
+                    return round(at - started, 1)
+                time.sleep(0.3)
+            return None
+        finally:
+            self.g.signal(pid, 2)
+            self.g.wait(pid)
+
+    def deploy_one(self, out, ns):
+        old = tempfile.tempdir
+        tempfile.tempdir = self.work
+        try:
+            files = self.files(out, ns)
+            manifest = [p for p in files if p.endswith('.json')][0]
+            return self.apply.present(knobs.Module(), self.lw[ns],
+                                      self.roots[ns], files, manifest)[1]
+        finally:
+            tempfile.tempdir = old
+
+    def test_first_packets_restart_and_the_control(self):
+        self.work = self.tempdir()
+        self.g = g = guest.Guest(self.work, timeout=900)
+        g.boot()
+        self.addCleanup(g.close)
+        roles = [synth.Role('Compute', 2, ('ctlplane', 'internal_api'), (),
+                            '%stackname%-novacompute-%index%')]
+        self.topo = sources.topology_of(synth.stack_outputs(
+            roles, service_vips=False, vip_networks=()),
+            synth.net_cidr_map())
+        self.key = keys.create(os.path.join(self.work, 'master.key'))
+        the_plan = base.make_plan(self.topo, mode='group')
+        out = os.path.join(self.work, 'group')
+        render.write(the_plan, self.key, out)
+        self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
+        self.address = {ns: the_plan.hosts[self.hosts[ns]].groups[0].left
+                        for ns in self.NODES}
+        self.empty = os.path.join(self.work, 'empty.conf')
+        with open(self.empty, 'w') as f:
+            f.write('config setup\n')
+        knobs.build_link(g)
+        knobs.configure_link(g, self.address)
+        self.apply = self.apply_module()
+        self.roots = {ns: os.path.join(self.work, 'root-' + ns)
+                      for ns in self.NODES}
+        self.lw = {ns: libreswan.Libreswan(
+            '/run/pluto-%s/pluto.ctl' % ns, 60,
+            (sys.executable, '-m', 'tripleo_ipsec_lab.guest', self.work, ns,
+             '--', 'ipsec')) for ns in self.NODES}
+        for ns in self.NODES:
+            self.start(ns)
+        first = self.deploy(out)
+        group = names.group_conn('internal_api')
+        for ns in self.NODES:
+            self.assertEqual([group], first[ns]['added'], ns)
+            self.assertTrue(first[ns]['acquire_expires'], ns)
+            self.assertEqual(str(render.GROUP_ACQUIRE_EXPIRES), g.run(
+                ['sysctl', '-n', libreswan.ACQ_EXPIRES], netns=ns)
+                .stdout.strip())
+            manifest = libreswan.load_manifest(os.path.join(
+                self.roots[ns], names.MANIFEST))
+            report = libreswan.verify(manifest, self.lw[ns].status(),
+                                      net=self.lw[ns].net())
+            self.assertTrue(report['ok'], report)
+        # a rerun changes nothing
+        self.assertEqual({ns: [] for ns in self.NODES},
+                         {ns: r['added'] + r['replaced'] + r['written']
+                          for ns, r in self.deploy(out).items()})
+
+        # the first packets: held while IKE runs, then ESP; nothing in clear
+        received, pcap = self.probe('first')
+        deadline = time.monotonic() + 30
+        while received < 5:
+            self.assertLess(time.monotonic(), deadline, 'no SA on demand')
+            more, pcap = self.probe('first-again')
+            received = more
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
+        self.assertGreater(len(knobs.ip_payloads(pcap, 'esp')), 0)
+        traffic = self.lw['a'].whack('--trafficstatus').stdout
+        self.assertIn('"%s#%s"' % (group, synth.net_cidr_map()
+                                   ['internal_api'][0]), traffic)
+
+        # a pluto restart on b, under a's pings and a capture
+        took = []
+        pcap = knobs.capture(self, g, os.path.join(self.work, 'restart.pcap'),
+                             lambda: took.append(self.restart('restart',
+                                                              out)))
+        self.assertIsNotNone(took[0], 'a never reached b again')
+        self.assertLess(took[0], 10)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
+
+        # the control: a's ACQUIRE lifetime back at libreswan's default,
+        # a fresh negotiation to leave one behind, the same restart
+        g.run(['sysctl', '-q', '-w', '%s=30' % libreswan.ACQ_EXPIRES],
+              netns='a')
+        self.stop('b')
+        self.start('b')
+        self.deploy_one(out, 'b')
+        self.probe('control-negotiation')
+        control = self.restart('control', out)
+        self.addDetail('figures', content.text_content(
+            'restart of b: a reached b again %s s after its start '
+            '(ACQUIRE lifetime %d s); control (30 s): %s s' % (
+                took[0], render.GROUP_ACQUIRE_EXPIRES, control)))
+        self.assertTrue(control is None or control > 10, control)
