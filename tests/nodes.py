@@ -36,6 +36,15 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLES = os.path.join(TOP, 'ansible', 'roles')
 
 
+def _alive(pid):
+    """Whether process PID runs (a zombie does not)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(') ', 1)[-1][:1] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
 class Node(object):
 
     def __init__(self, name, addresses, workdir):
@@ -91,13 +100,23 @@ class Node(object):
 
     def restart_pluto(self):
         """Shut pluto down, wait for it to be gone, start it again."""
-        self.lw.whack('--shutdown')
         pidfile = os.path.join(self.rundir, 'pluto.pid')
-        deadline = time.monotonic() + 30
-        while os.path.exists(self.ctlsocket) or os.path.exists(pidfile):
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+        self.lw.whack('--shutdown')
+        # gone when its process is: under load pluto may take a while, and
+        # a pluto that leaves its files behind must not pass for running
+        deadline = time.monotonic() + 60
+        while _alive(pid):
             if time.monotonic() > deadline:
-                raise RuntimeError('pluto of %s did not stop' % self.name)
+                with open(self.log) as f:
+                    tail = f.readlines()[-5:]
+                raise RuntimeError('pluto of %s did not stop: %s' % (
+                    self.name, ''.join(tail)))
             time.sleep(0.2)
+        for stale in (self.ctlsocket, pidfile):
+            if os.path.exists(stale):
+                os.unlink(stale)
         self.start_pluto()
 
     def conns(self):
