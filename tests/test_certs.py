@@ -140,8 +140,10 @@ class CertPlutoCase(base.TestCase):
         manifest = base.manifest(self.out, host)
         hostinfo = [h for h in self.topo.hosts if h.name == host][0]
         vips = [v.address for v in self.topo.vips]
+        # policies/ (mode group) where the bundle has them
         scratch = pluto.ScratchPluto(sorted(
-            set(hostinfo.addresses.values()) | set(vips)))
+            set(hostinfo.addresses.values()) | set(vips)),
+            ipsecdir=os.path.join(self.out, host, names.IPSEC_D))
         self.addCleanup(scratch.stop)
         pem = os.path.join(scratch.dir, 'ca.pem')
         with open(pem, 'wb') as f:

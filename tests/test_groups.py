@@ -17,6 +17,7 @@ groups over the network's subnets), one key line per peer; the VIPs keep
 their own conns.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -24,10 +25,12 @@ import sys
 import tempfile
 import time
 
+import fixtures
 from testtools import content
 
 from tests import base
 from tests import pluto
+from tests import test_certs
 from tests import test_lab_knobs as knobs
 from tripleo_ipsec import errors
 from tripleo_ipsec import keys
@@ -62,6 +65,17 @@ class TestGroupPlan(base.TestCase):
         self.assertIn('within the conn budget of 500', mesh.mode_reason)
         _, at = stock(conn_budget=budget)
         self.assertEqual('mesh', at.mode)
+        # past it auto stays mesh for now (plan.AUTO_GROUP: a pluto
+        # restart in group mode can leave pairs blocked), says so and warns
+        _, held = stock(conn_budget=budget - 1)
+        self.assertEqual('mesh', held.mode)
+        self.assertRegex(held.mode_reason, r'^auto: overcloud-\S+ would '
+                         r'carry %d SAs in a mesh, over the conn budget of '
+                         r'%d, but auto does not pick group mode yet: '
+                         % (budget, budget - 1))
+        self.assertTrue(held.over_budget())
+        # once it may, group
+        self.useFixture(fixtures.MockPatchObject(plan, 'AUTO_GROUP', True))
         _, over = stock(conn_budget=budget - 1)
         self.assertEqual('group', over.mode)
         self.assertRegex(over.mode_reason, r'^auto: overcloud-\S+ would '
@@ -98,8 +112,18 @@ class TestGroupPlan(base.TestCase):
              ('tripleo-group-storage', 'storage')],
             [(g.name, g.network) for g in mine.groups])
         for group in mine.groups:
-            self.assertEqual(tuple(synth.net_cidr_map()[group.network]),
-                             group.subnets)
+            # the network's subnets less its VIPs (their own conns): every
+            # other address of the subnet, none of the VIPs
+            vips = {ipaddress.ip_address(v.address) for v in topo.vips
+                    if v.network == group.network}
+            self.assertTrue(vips)
+            covered = [ipaddress.ip_network(c) for c in group.subnets]
+            subnet = ipaddress.ip_network(
+                synth.net_cidr_map()[group.network][0])
+            self.assertEqual(subnet.num_addresses - len(vips),
+                             sum(c.num_addresses for c in covered))
+            self.assertTrue(all(c.subnet_of(subnet) for c in covered))
+            self.assertFalse([v for v in vips for c in covered if v in c])
             self.assertEqual(
                 len(topo.members(group.network)) - 1, group.peers)
         # the VIPs keep their conns
@@ -110,7 +134,7 @@ class TestGroupPlan(base.TestCase):
         self.assertIn('right=%opportunisticgroup', conf)
         self.assertEqual(1, conf.count('\nconn tripleo-group-'))
         self.assertEqual(
-            ('%s\n' % synth.net_cidr_map()['internal_api'][0], 0o644),
+            (''.join('%s\n' % c for c in mine.groups[0].subnets), 0o644),
             files[names.group_policy('internal_api')])
         secrets, mode = files[names.network_secrets('internal_api')]
         self.assertEqual(0o600, mode)
@@ -129,10 +153,9 @@ class TestGroupPlan(base.TestCase):
                          manifest['groups'])
         self.assertEqual(render.GROUP_ACQUIRE_EXPIRES,
                          manifest['acquire_expires'])
-        self.assertEqual([me, synth.net_cidr_map()['internal_api'][0]],
-                         manifest['net']['tripleo-group-internal_api#%s' %
-                                         synth.net_cidr_map()
-                                         ['internal_api'][0]])
+        for subnet in mine.groups[0].subnets:
+            self.assertEqual([me, subnet], manifest['net'][
+                'tripleo-group-internal_api#%s' % subnet])
         libreswan.parse_manifest(files[names.MANIFEST][0])
 
     def test_a_subnet_change_replaces_the_group_conn(self):
@@ -212,9 +235,29 @@ class TestGroupPlutoLoads(base.TestCase):
         status = lw.status()
         report = libreswan.verify(manifest, status)
         self.assertEqual([], report['group_missing'])
-        self.assertEqual({names.group_conn(n): list(synth.net_cidr_map()[n])
-                          for n in ('internal_api', 'storage')},
+        self.assertEqual({g.name: sorted(g.subnets)
+                          for g in the_plan.hosts[host].groups},
                          report['groups'])
+        self.assertTrue(report['ok'], report)
+        # the kernel's safety net: each group's subnet from this host's
+        # address, both ways (what the apply module installs); verify
+        # finds it missing until it is there
+        wanted = libreswan.net_wanted(manifest, manifest['conns'])
+        for group in the_plan.hosts[host].groups:
+            for subnet in map(libreswan._net_end, group.subnets):
+                self.assertIn((group.left, subnet, 'out'), wanted)
+                self.assertIn((subnet, group.left, 'in'), wanted)
+        report = libreswan.verify(manifest, status, net=lw.net())
+        self.assertFalse(report['ok'])
+        self.assertIn('out %s -> %s' % (
+            the_plan.hosts[host].groups[0].left,
+            the_plan.hosts[host].groups[0].subnets[0]),
+            report['net_missing'])
+        for src, dst, direction in sorted(wanted):
+            lw.net_add(src, dst, direction)
+        self.assertEqual(wanted, lw.net())
+        report = libreswan.verify(manifest, status, net=lw.net())
+        self.assertEqual([], report['net_missing'])
         self.assertTrue(report['ok'], report)
         # the traps: from this host's address to each subnet
         policies = lw.ip('xfrm', 'policy').stdout
@@ -243,6 +286,47 @@ class TestGroupPlutoLoads(base.TestCase):
         self.assertFalse(report['ok'])
         self.assertIn('1 group conns have no subnet routed',
                       libreswan.missing_message(report))
+
+
+class TestGroupCertsLoad(test_certs.CertPlutoCase):
+    """Mode group with auth cert, in a real pluto 4.10.
+
+    The group conn signs with the node's certificate on its network and
+    takes any certificate of the CA; with them in NSS it loads and routes.
+    """
+
+    def setUp(self):
+        super(TestGroupCertsLoad, self).setUp()
+        self.topo, self.plan = stock(mode='group', **test_certs.CERT_OPTS)
+        self.out, _ = self.render(self.plan)
+
+    def test_group_conn_with_certificates(self):
+        host = 'overcloud-novacompute-0'
+        scratch, manifest = self.node(host)
+        ipsec_d = os.path.join(self.out, host, names.IPSEC_D)
+        sections = {}
+        for path in sorted(os.listdir(ipsec_d)):
+            if path.endswith('.conf'):
+                with open(os.path.join(ipsec_d, path)) as f:
+                    sections.update(libreswan.split_conf(f.read()))
+        self.assertIn('rightid=%fromcert',
+                      sections[names.group_conn('internal_api')])
+        lw = libreswan.Libreswan(scratch.ctl, 60, (
+            'ip', 'netns', 'exec', scratch.netns, 'ipsec'))
+        failed = lw.add(sections, [
+            n for n in manifest['conns']
+            if n not in libreswan.holder_conns(manifest)])
+        self.assertEqual({}, failed, scratch.log_text()[-2000:])
+        self.assertFalse([p for p in os.listdir(ipsec_d)
+                          if p.endswith('.secrets')])
+        report = libreswan.verify(manifest, lw.status(), False, lw.certs(),
+                                  lw.ca_certs())
+        self.assertTrue(report['ok'], report)
+        status = lw.status()
+        for group in self.plan.hosts[host].groups:
+            self.assertEqual(('rsasig', names.host_cert(group.network)),
+                             (status[group.name].auth,
+                              status[group.name].cert))
 
 
 class TestGroupOnTheWire(knobs.TwoNodes):

@@ -365,15 +365,27 @@ def with_cert(conn, host, domain):
         conn.peer, conn.network, domain), cert=names.vip_cert(conn.vip))
 
 
+# Whether auto may pick group mode past the conn budget.  Not yet: in the
+# lab (libreswan 4.10) a pluto restarted under traffic left most of its
+# pairs blocked for good.  A peer's negotiation towards it, started on its
+# Delete and still retransmitting when the restarted pluto's own
+# negotiation of the pair completes, is dropped as superseded, and its
+# deletion puts the pair's opportunistic failure shunt (%drop) over the
+# new SA's outbound policy; after shuntlifetime the trap returns and the
+# instance ignores its ACQUIREs, as it has an SA.  Mesh conns name their
+# initiator and do not race.  An operator may still choose IpsecMode group.
+AUTO_GROUP = False
+
+
 def choose_mode(options, mesh_sas, no_subnets=()):
     """(MESH or GROUP, why): the operator's choice, or auto's.
 
-    ``mesh_sas`` is {host: the SAs it would carry in a mesh}.  auto picks
-    group once a host's mesh would exceed ``options.conn_budget``: the
+    ``mesh_sas`` is {host: the SAs it would carry in a mesh}.  auto would
+    pick group once a host's mesh exceeds ``options.conn_budget`` (the
     point where a restarted pluto takes too long to negotiate them all
-    again (bench/establish.py) and a mesh's conns weigh on pluto; unless
-    a protected network has no subnet in net_cidr_map (``no_subnets``),
-    which a group conn covers.
+    again, bench/establish.py, and a mesh's conns weigh on pluto) unless a
+    protected network has no subnet in net_cidr_map (``no_subnets``), which
+    a group conn covers; while AUTO_GROUP is off it stays mesh and says so.
     """
     if options.mode in (MESH, GROUP):
         return options.mode, 'IpsecMode %s' % options.mode
@@ -387,16 +399,45 @@ def choose_mode(options, mesh_sas, no_subnets=()):
             return MESH, why + (', but network %s has no subnet in '
                                 'net_cidr_map for a group conn'
                                 % ', '.join(no_subnets))
+        if not AUTO_GROUP:
+            return MESH, why + (', but auto does not pick group mode yet: '
+                                'a pluto restart under traffic can leave '
+                                'its pairs blocked (libreswan 4.10); '
+                                'IpsecMode group takes it')
         return GROUP, why
     return MESH, ('auto: at most %d SAs per node in a mesh%s' % (
         worst[1], ', within the conn budget of %d' % budget if budget
         else ' (conn budget 0: always mesh)'))
 
 
+def group_subnets(cidrs, vips):
+    """What a group conn covers: the subnets CIDRS less the addresses VIPS.
+
+    A VIP has its own conns (a peer's towards it, the holder's from it);
+    left in the group, a peer's packet to it, or the VIP's next holder's
+    IKE to a node where it still is, met the group's trap or instance and
+    aborted pluto 4.10 in the lab (two interfaces matched).  Returns the
+    prefixes, sorted, that cover the rest.
+    """
+    left = [ipaddress.ip_network(c) for c in cidrs]
+    for vip in vips:
+        vip = ipaddress.ip_network(vip)
+        rest = []
+        for net in left:
+            if net.version == vip.version and vip.subnet_of(net):
+                rest.extend(net.address_exclude(vip))
+            else:
+                rest.append(net)
+        left = rest
+    return tuple(str(n) for n in sorted(left, key=lambda n: (
+        n.version, n.network_address, n.prefixlen)))
+
+
 def _groups(networks, topology, members):
     """{host: [Group]}: one per protected network the host is on."""
     groups = {}
     for net in networks:
+        vips = [v.address for v in topology.vips if v.network == net]
         for host in members[net]:
             if host.excluded:
                 continue
@@ -404,8 +445,8 @@ def _groups(networks, topology, members):
             family = _family(address)
             groups.setdefault(host.name, []).append(Group(
                 names.group_conn(net), net, address,
-                tuple(c for c in topology.cidrs.get(net, ())
-                      if _family(c) == family),
+                group_subnets([c for c in topology.cidrs.get(net, ())
+                               if _family(c) == family], vips),
                 len([p for p in members[net] if p is not host and
                      _family(p.addresses[net]) == family])))
     missing = sorted({g.network for gs in groups.values() for g in gs

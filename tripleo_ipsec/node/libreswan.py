@@ -532,12 +532,17 @@ def _net_end(prefix):
 
 
 def net_wanted(manifest, conns):
-    """The net a node wants for CONNS: {(src, dst, dir)}, both directions."""
-    pairs = manifest.get('net', {})
+    """The net a node wants for CONNS: {(src, dst, dir)}, both directions.
+
+    A group conn's pairs are keyed by its instances' names (the conn's
+    ``#`` a subnet of its policy file), one per subnet it covers.
+    """
+    conns = set(conns)
     wanted = set()
-    for name in conns:
-        if name in pairs:
-            local, remote = pairs[name]
+    for key, (local, remote) in manifest.get('net', {}).items():
+        if key.split('#', 1)[0] in conns:
+            # as the kernel lists them: a /32 (/128) as its address
+            local, remote = _net_end(local), _net_end(remote)
             wanted.add((local, remote, 'out'))
             wanted.add((remote, local, 'in'))
     return wanted
@@ -625,7 +630,7 @@ def verify(manifest, status, vips=False, certs=None, ca_certs=None,
     report['cert_problems'] = problems
     report['net_missing'] = [] if net is None else [
         '%s %s -> %s' % (d, src, dst) for src, dst, d in
-        sorted(net_wanted(manifest, expected) - net)]
+        sorted(net_wanted(manifest, set(expected) | groups) - net)]
     # an exemption's passthrough conn has no SA: it must be routed (its
     # policies in the kernel), or its traffic would be dropped
     report['clear_missing'] = sorted(
