@@ -151,7 +151,13 @@ class TestLabEndToEnd(base.TestCase):
                          set(report['capture']) - set(protected))
         self.assertEqual([0], sorted(set(report['rerun']['changed']
                                          .values())))
-        for phase in ('rerun', 'scale_out'):
+        # a compute's pluto restarted under pings with its 4 peers on
+        # internal_api and storage, both ways: every pair talks again
+        restart = report['restart']
+        self.assertEqual(([], 16), (restart['never'],
+                                    len(restart['recovered_s'])))
+        self.assertLessEqual(restart['slowest_s'], run.RESTART_LIMIT_S)
+        for phase in ('rerun', 'scale_out', 'restart'):
             for net, seen in report[phase]['capture'].items():
                 self.assertEqual(0, seen['cleartext'], (phase, net))
                 self.assertEqual(0, seen['marker'], (phase, net))

@@ -51,10 +51,13 @@ def main(argv=None):
                         'real corosync + pacemaker cluster of the '
                         'controllers')
     parser.add_argument('--only', action='append', metavar='PHASE',
-                        choices=('exemptions', 'mtu', 'scale-out',
+                        choices=('exemptions', 'mtu', 'restart', 'scale-out',
                                  'iperf3', 'bring-up'),
                         help='run only these of the optional phases '
                         '(repeatable; default: all)')
+    parser.add_argument('--mode', choices=('mesh', 'group'),
+                        help='deploy with this IpsecMode (default: the '
+                        'option\'s own, auto)')
     parser.add_argument('--rotation', action='store_true',
                         help='after the rerun: key rotation, psk -> cert '
                         'and certificate renewal, each under 10 ms pings '
@@ -77,7 +80,8 @@ def main(argv=None):
     report = run.Lab(args.out, args.controllers, args.computes,
                      args.timeout, failover=args.failover,
                      networks=networks, cluster=args.cluster,
-                     rotation=args.rotation, only=args.only).run()
+                     rotation=args.rotation, only=args.only,
+                     mode=args.mode).run()
     return 0 if report['ok'] else 1
 
 

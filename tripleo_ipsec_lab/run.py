@@ -31,12 +31,15 @@ from tripleo_ipsec.node import wire
 from tripleo_ipsec import plan
 from tripleo_ipsec_lab import failover as failover_mod
 from tripleo_ipsec_lab import guest as guest_mod
+from tripleo_ipsec_lab import outage
 from tripleo_ipsec_lab import overcloud
 from tripleo_ipsec_lab import rotation as rotation_mod
 
 TOP = overcloud.TOP
 VERIFY_PLAYBOOK = os.path.join(TOP, 'playbooks', 'tripleo-ipsec-verify.yaml')
-TRAFFIC = re.compile(r'#(\d+): "([^"]+)"')
+# whack --trafficstatus: a Child SA's serial and conn (a group's instance
+# for one peer: its template, instance number and the peer's address)
+TRAFFIC = re.compile(r'#(\d+): "([^"]+)"(?:\[\d+\] \.\.\.(\S+?),)?')
 LEGACY_PSK = 'tripleo-ipsec-lab-legacy-psk-not-a-secret-0123456789'
 # The guest's fork+exec cost (ms) on the idle 2-core machine where the
 # lab's limits were set (26 ms measured): a guest that forks slower gets
@@ -50,6 +53,15 @@ OUTAGE_TARGET_MS = 1000
 # How long every expected SA may take to come up (scaled), ours and
 # tripleo-ipsec's style alike; theirs took 46 s on an idle 2-core machine.
 BRING_UP_LIMIT_S = 120
+# mode group: how long every pair may take to have its SA once all talk
+GROUP_UP_S = 60
+# a pluto restarted on one node: how long every pair may take to talk again
+RESTART_LIMIT_S = 60
+
+
+def group_sa(group, peer):
+    """How the lab names a group conn's SA with one peer."""
+    return '%s %s' % (group, peer)
 
 
 class Lab(object):
@@ -57,8 +69,10 @@ class Lab(object):
     def __init__(self, work, controllers=3, computes=2, timeout=1200,
                  out=sys.stdout, failover=0, networks=None,
                  baseline_window=None, cluster=False, rotation=False,
-                 only=None, road_warrior=True):
+                 only=None, road_warrior=True, mode=None):
         self.work = os.path.abspath(work)
+        # IpsecMode for the deploys (None: the option's default)
+        self.mode = mode
         self.controllers = controllers
         self.computes = computes
         self.timeout = timeout
@@ -138,14 +152,41 @@ class Lab(object):
             if line.startswith('@@ '):
                 node = line[3:]
                 continue
-            for serial, conn in TRAFFIC.findall(line):
+            for serial, conn, peer in TRAFFIC.findall(line):
+                if peer:
+                    # a group's SA with one peer: named after both
+                    conn = group_sa(conn.split('#')[0], peer)
                 result[node][conn] = max(int(serial),
                                          result[node].get(conn, 0))
         return result
 
     def expected(self, name):
-        return {c.name for c in self.oc.plan.hosts[name].conns
-                if c.kind == plan.HOST}
+        """The host-to-host SAs NAME has once its pairs have talked."""
+        the_plan = self.oc.plan
+        mine = the_plan.hosts[name]
+        return {c.name for c in mine.conns if c.kind == plan.HOST} | {
+            group_sa(g.name, address) for g in mine.groups
+            for peer, address in the_plan.members[g.network]
+            if peer != name and (':' in address) == (':' in g.left)}
+
+    def talk_until_up(self, limit):
+        """Mode group: every pair pings until every expected SA is up.
+
+        Its SAs are negotiated on a pair's first packet.  Returns the
+        seconds it took, or None after LIMIT.
+        """
+        start = time.monotonic()
+        pids = self.traffic()
+        try:
+            while time.monotonic() - start < limit:
+                sas = self.all_sas()
+                if all(self.expected(n) <= set(sas[n])
+                       for n in self.oc.nodes):
+                    return round(time.monotonic() - start, 1)
+                time.sleep(0.5)
+            return None
+        finally:
+            self.stop_traffic(pids)
 
     def tcpdump(self, bridge, pcap, bpf=''):
         """Start tcpdump on a bridge of the guest; its pid once it listens."""
@@ -257,6 +298,10 @@ class Lab(object):
                                       self.controllers, self.computes,
                                       networks=self.networks)
         self.oc.build()
+        if self.mode:
+            self.oc.configure(IpsecMode=self.mode)
+        self.report['mode'] = self.oc.plan.mode
+        self.report['mode_reason'] = self.oc.plan.mode_reason
         self.report['nodes'] = sorted(self.oc.nodes)
         self.report['networks'] = {
             'protected': self.oc.protected(),
@@ -266,6 +311,12 @@ class Lab(object):
 
     def first_deploy(self):
         self.deploy('deploy')
+        if self.oc.plan.mode == plan.GROUP:
+            took = self.talk_until_up(GROUP_UP_S * self.scale)
+            self.report['group_sas_up_s'] = took
+            self.say('  mode group: every pair has its SA %s' % (
+                'after %.1f s of traffic' % took if took is not None else
+                'NOT after %d s of traffic' % (GROUP_UP_S * self.scale)))
         self.report['sas'] = self.all_sas()
         missing = {n: sorted(self.expected(n) - set(sas))
                    for n, sas in self.report['sas'].items()}
@@ -450,6 +501,78 @@ class Lab(object):
                                             % fig['inner']], **fig)
         self.wire_checks('mtu', seen, marker_expected=False)
 
+    def restart(self):
+        """One compute's pluto restarted under traffic with every peer.
+
+        Every peer pings the compute, and the compute every peer, on every
+        protected network they share (every 100 ms, the probe's marker),
+        under a capture; the compute's pluto shuts down (its peers get a
+        Delete, its own SAs and policies go: the safety net stays) and
+        starts again as the service does, loading its conns from its
+        config.  Nothing may cross in clear; each pair's figure is the time
+        from the start to steady replies again (outage.steady), the phase's
+        the slowest pair's.
+        """
+        node = sorted(n for n in self.oc.nodes if 'compute' in n)[0]
+        hosts = {h.name: h for h in self.oc.topology.hosts}
+        flows = []
+        # the networks it is on: the capture watches those
+        nets = [n for n in self.oc.protected() if n in hosts[node].addresses]
+        for net in nets:
+            for peer in self.oc.topology.members(net):
+                if peer.name != node:
+                    flows.append((peer.name, node, net))
+                    flows.append((node, peer.name, net))
+        folder = os.path.join(self.work, 'restart')
+        os.makedirs(folder, exist_ok=True)
+        caps = self.capture('restart', nets)
+        logs, pids = [], []
+        for src, dst, net in flows:
+            log = os.path.join(folder, '%s-%s-%s.txt' % (src, dst, net))
+            logs.append(log)
+            pids.append(self.guest.spawn(
+                ['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 -p %s %s > %s'
+                 % (wire.MARKER.hex(), hosts[dst].addresses[net], log)],
+                netns=self.oc.nodes[src]['netns']))
+        took = {}
+        try:
+            time.sleep(2)
+            self.oc.stop_pluto(node)
+            time.sleep(2)
+            started = time.time()
+            self.oc.start_pluto(node)
+            limit = RESTART_LIMIT_S * self.scale
+            while time.time() - started < limit:
+                for (src, dst, net), log in zip(flows, logs):
+                    key = '%s -> %s (%s)' % (src, dst, net)
+                    if key in took:
+                        continue
+                    with open(log) as f:
+                        at = outage.steady(outage.replies(f.read()), started)
+                    if at is not None:
+                        took[key] = round(at - started, 1)
+                if len(took) == len(flows):
+                    break
+                time.sleep(0.5)
+        finally:
+            self.stop_traffic(pids)
+            seen = self.analyse(caps)
+        waiting = sorted('%s -> %s (%s)' % f for f in flows
+                         if '%s -> %s (%s)' % f not in took)
+        slowest = max(took.values()) if took else None
+        self.report['restart'] = {'node': node, 'recovered_s': took,
+                                  'never': waiting, 'slowest_s': slowest,
+                                  'mode': self.oc.plan.mode,
+                                  'capture': seen}
+        self.say('  %s: every pair talks again %s after its pluto started'
+                 % (node, '%.1f s' % slowest if not waiting and took
+                    else 'NOT (%d of %d)' % (len(took), len(flows))))
+        self.check('pluto restart on %s: every pair with it talks again, '
+                   'both ways, within %d s' % (node, RESTART_LIMIT_S),
+                   not waiting and bool(took), never=waiting,
+                   slowest_s=slowest)
+        self.wire_checks('pluto restart', seen, marker_expected=False)
+
     def scale_out(self):
         before = self.all_sas()
         self.oc.computes += 1
@@ -461,9 +584,14 @@ class Lab(object):
         pids = self.traffic(before)
         self.deploy('scale-out')
         self.stop_traffic(pids)
-        pids = self.traffic()
-        time.sleep(2)
-        self.stop_traffic(pids)
+        if self.oc.plan.mode == plan.GROUP:
+            # the new node's pairs negotiate on their first packets
+            self.report['scale_out_group_up_s'] = self.talk_until_up(
+                GROUP_UP_S * self.scale)
+        else:
+            pids = self.traffic()
+            time.sleep(2)
+            self.stop_traffic(pids)
         seen = self.analyse(caps)
         after = self.all_sas()
         missing = {n: sorted(self.expected(n) - set(after[n]))
@@ -746,7 +874,10 @@ class Lab(object):
         result = failover_mod.Failover(
             self, moves=self.failover_moves,
             baseline_window=self.baseline_window,
-            cluster=self.cluster, road_warrior=self.road_warrior).run()
+            cluster=self.cluster,
+            # tripleo-ipsec's road warrior is the mesh's baseline
+            road_warrior=self.road_warrior and
+            self.oc.plan.mode == plan.MESH).run()
         self.report['failover'] = result
         ours = result['ours']['moves']
         result['outage_target_ms'] = OUTAGE_TARGET_MS
@@ -805,6 +936,8 @@ class Lab(object):
                            self.prove, 'verify-cert')
                 self.phase('rerun the deploy, auth cert', self.rerun,
                            'rerun-cert')
+            if self.wanted('restart'):
+                self.phase('restart one compute\'s pluto', self.restart)
             if self.wanted('scale-out'):
                 self.phase('scale out by one compute', self.scale_out)
             if self.failover_moves:
