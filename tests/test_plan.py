@@ -15,9 +15,12 @@ mirrored, keyed alike on both ends, and stable when nodes come and go."""
 
 import collections
 import dataclasses
+import gc
 import itertools
 import os
 import re
+
+import fixtures
 
 from tests import base
 from tripleo_ipsec import errors
@@ -506,3 +509,30 @@ class TestMtu(base.TestCase):
                          .mtu['internal_api']['ipv6']['inner'])
         self.assertEqual(1218, base.make_plan(topo, mtu_floor=0)
                          .mtu['internal_api']['ipv6']['ping'])
+
+
+class TestCollector(base.TestCase):
+    """build turns Python's garbage collector off while it runs, only."""
+
+    def test_left_as_it_was(self):
+        self.addCleanup(gc.enable)
+        topo = base.fixture_topology('stock')
+        seen = []
+        real = plan._build
+
+        def spy(*args):
+            seen.append(gc.isenabled())
+            return real(*args)
+
+        self.useFixture(fixtures.MockPatchObject(plan, '_build', spy))
+        gc.enable()
+        base.make_plan(topo)
+        self.assertTrue(gc.isenabled())
+        # a refused input too
+        self.assertRaises(errors.Error, base.make_plan, topo,
+                          skip_networks=('bogus',))
+        self.assertTrue(gc.isenabled())
+        gc.disable()
+        base.make_plan(topo)
+        self.assertFalse(gc.isenabled())
+        self.assertEqual([False, False, False], seen)

@@ -33,8 +33,10 @@
   keep working, but get no plan of their own.
 """
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import ipaddress
 import typing
@@ -458,8 +460,30 @@ def _groups(networks, topology, members):
     return groups
 
 
+@contextlib.contextmanager
+def _no_gc():
+    """Python's cyclic garbage collector off, as it was after.
+
+    A large mesh is millions of small tuples and no cycles: the collector
+    scanned them again and again, and took half of the plan's time at 500
+    nodes (bench/scale.py).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def build(topology, options):
     """Topology + Options -> Plan."""
+    with _no_gc():
+        return _build(topology, options)
+
+
+def _build(topology, options):
     networks = protected_networks(topology, options)
     conns = {h.name: [] for h in topology.hosts if not h.excluded}
     members = {net: topology.members(net) for net in networks}
