@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
@@ -40,7 +39,6 @@ from tripleo_ipsec.node import wire
 from tripleo_ipsec import plan
 from tripleo_ipsec import render
 from tripleo_ipsec import sources
-from tripleo_ipsec_lab import guest
 from tripleo_ipsec_lab import outage
 from tripleo_ipsec_lab import synth
 
@@ -394,36 +392,14 @@ class TestGroupOnTheWire(knobs.TwoNodes):
             tempfile.tempdir = old
 
     def test_first_packets_restart_and_the_control(self):
-        self.work = self.tempdir()
-        self.g = g = guest.Guest(self.work, timeout=900)
-        g.boot()
-        self.addCleanup(g.close)
-        roles = [synth.Role('Compute', 2, ('ctlplane', 'internal_api'), (),
-                            '%stackname%-novacompute-%index%')]
-        self.topo = sources.topology_of(synth.stack_outputs(
-            roles, service_vips=False, vip_networks=()),
-            synth.net_cidr_map())
-        self.key = keys.create(os.path.join(self.work, 'master.key'))
+        g = self.boot(synth.net_cidr_map())
         the_plan = base.make_plan(self.topo, mode='group')
         out = os.path.join(self.work, 'group')
         render.write(the_plan, self.key, out)
         self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
         self.address = {ns: the_plan.hosts[self.hosts[ns]].groups[0].left
                         for ns in self.NODES}
-        self.empty = os.path.join(self.work, 'empty.conf')
-        with open(self.empty, 'w') as f:
-            f.write('config setup\n')
-        knobs.build_link(g)
-        knobs.configure_link(g, self.address)
-        self.apply = self.apply_module()
-        self.roots = {ns: os.path.join(self.work, 'root-' + ns)
-                      for ns in self.NODES}
-        self.lw = {ns: libreswan.Libreswan(
-            '/run/pluto-%s/pluto.ctl' % ns, 60,
-            (sys.executable, '-m', 'tripleo_ipsec_lab.guest', self.work, ns,
-             '--', 'ipsec')) for ns in self.NODES}
-        for ns in self.NODES:
-            self.start(ns)
+        self.bring_up()
         first = self.deploy(out)
         group = names.group_conn('internal_api')
         for ns in self.NODES:

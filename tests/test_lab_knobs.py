@@ -467,6 +467,43 @@ class TwoNodes(base.TestCase):
     def apply_module(self):
         return test_libreswan5.TestApplyOn5._apply(self)
 
+    def boot(self, cidrs=None):
+        """The guest, and two computes on internal_api (self.topo, .key).
+
+        CIDRS: the net_cidr_map the topology knows (none by default).
+        """
+        self.work = self.tempdir()
+        self.g = guest.Guest(self.work, timeout=900)
+        self.g.boot()
+        self.addCleanup(self.g.close)
+        roles = [synth.Role('Compute', 2, ('ctlplane', 'internal_api'), (),
+                            '%stackname%-novacompute-%index%')]
+        self.topo = sources.topology_of(synth.stack_outputs(
+            roles, service_vips=False, vip_networks=()), cidrs)
+        self.key = keys.create(os.path.join(self.work, 'master.key'))
+        return self.g
+
+    def bring_up(self):
+        """The link between the nodes at self.address, each pluto started.
+
+        Sets self.empty (the plutos' ipsec.conf), self.apply, self.roots
+        (each node's tree) and self.lw (each node's Libreswan).
+        """
+        self.empty = os.path.join(self.work, 'empty.conf')
+        with open(self.empty, 'w') as f:
+            f.write('config setup\n')
+        build_link(self.g)
+        configure_link(self.g, self.address)
+        self.apply = self.apply_module()
+        self.roots = {ns: os.path.join(self.work, 'root-' + ns)
+                      for ns in self.NODES}
+        self.lw = {ns: libreswan.Libreswan(
+            '/run/pluto-%s/pluto.ctl' % ns, 60,
+            (sys.executable, '-m', 'tripleo_ipsec_lab.guest', self.work, ns,
+             '--', 'ipsec')) for ns in self.NODES}
+        for ns in self.NODES:
+            self.start(ns)
+
     def bundle(self, policy):
         the_plan = base.make_plan(self.topo, failure_policy=policy)
         out = os.path.join(self.work, policy)
@@ -547,34 +584,13 @@ class TestStagedOnTheWire(TwoNodes):
     """
 
     def test_staged_then_promoted(self):
-        self.work = self.tempdir()
-        self.g = g = guest.Guest(self.work, timeout=900)
-        g.boot()
-        self.addCleanup(g.close)
-        roles = [synth.Role('Compute', 2, ('ctlplane', 'internal_api'), (),
-                            '%stackname%-novacompute-%index%')]
-        self.topo = sources.topology_of(synth.stack_outputs(
-            roles, service_vips=False, vip_networks=()))
-        self.key = keys.create(os.path.join(self.work, 'master.key'))
+        self.boot()
         staged, out = self.bundle('private-or-clear')
         self.hosts = dict(zip(self.NODES, sorted(staged.hosts)))
         conn = staged.hosts[self.hosts['a']].conns[0]
         self.conn = conn.name
         self.address = {'a': conn.left, 'b': conn.right}
-        self.empty = os.path.join(self.work, 'empty.conf')
-        with open(self.empty, 'w') as f:
-            f.write('config setup\n')
-        build_link(g)
-        configure_link(g, self.address)
-        self.apply = self.apply_module()
-        self.roots = {ns: os.path.join(self.work, 'root-' + ns)
-                      for ns in self.NODES}
-        self.lw = {ns: libreswan.Libreswan(
-            '/run/pluto-%s/pluto.ctl' % ns, 60,
-            (sys.executable, '-m', 'tripleo_ipsec_lab.guest', self.work, ns,
-             '--', 'ipsec')) for ns in self.NODES}
-        for ns in self.NODES:
-            self.start(ns)
+        self.bring_up()
 
         # staged: loaded, started by its initiator, no net
         first = self.deploy(out)
