@@ -33,6 +33,7 @@
   keep working, but get no plan of their own.
 """
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -440,17 +441,21 @@ def _groups(networks, topology, members):
     groups = {}
     for net in networks:
         vips = [v.address for v in topology.vips if v.network == net]
+        # per address family, once per network: its hosts, and what the
+        # network's group covers
+        count = collections.Counter(_family(h.addresses[net])
+                                    for h in members[net])
+        covered = {family: group_subnets(
+            [c for c in topology.cidrs.get(net, ()) if _family(c) == family],
+            vips) for family in count}
         for host in members[net]:
             if host.excluded:
                 continue
             address = host.addresses[net]
             family = _family(address)
             groups.setdefault(host.name, []).append(Group(
-                names.group_conn(net), net, address,
-                group_subnets([c for c in topology.cidrs.get(net, ())
-                               if _family(c) == family], vips),
-                len([p for p in members[net] if p is not host and
-                     _family(p.addresses[net]) == family])))
+                names.group_conn(net), net, address, covered[family],
+                count[family] - 1))
     missing = sorted({g.network for gs in groups.values() for g in gs
                       if not g.subnets})
     if missing:
