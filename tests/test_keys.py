@@ -119,6 +119,24 @@ class TestPSK(testtools.TestCase):
                          self.key.psk('internal_api', '172.16.2.9',
                                       '172.16.2.10', 0))
 
+    def test_a_run_of_keys_is_each_pairs_key(self):
+        # render's key table: one address with many peers at once, each
+        # pair's key as psk() gives it (either order of the pair), in the
+        # peers' order, 64 characters each
+        peers = ['172.16.2.9', '172.16.2.10', '172.16.2.100', '172.16.2.1',
+                 '172.16.2.11']
+        for network, epoch in (('internal_api', 0), ('storage', 7)):
+            run = self.key.psks(network, '172.16.2.10', peers, epoch)
+            self.assertEqual(''.join(self.key.psk(network, '172.16.2.10', p,
+                                                  epoch) for p in peers),
+                             run.decode('ascii'))
+        six = ['fd00::1', 'fd00::a', 'fd00::10']
+        self.assertEqual(
+            ''.join(reference_psk(SECRET, 'storage', 'fd00::2', p, 3)
+                    for p in six),
+            self.key.psks('storage', 'fd00::2', six, 3).decode('ascii'))
+        self.assertEqual(b'', self.key.psks('storage', 'fd00::2', [], 3))
+
     def test_symmetric(self):
         for network, a, b, epoch in self.PAIRS:
             self.assertEqual(self.key.psk(network, a, b, epoch),

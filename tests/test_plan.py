@@ -24,10 +24,12 @@ import fixtures
 
 from tests import base
 from tripleo_ipsec import errors
+from tripleo_ipsec import keys
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec import plan
 from tripleo_ipsec import proposals
+from tripleo_ipsec import render
 from tripleo_ipsec import sources
 from tripleo_ipsec import topology
 from tripleo_ipsec_lab import synth
@@ -327,6 +329,91 @@ class TestRender(base.TestCase):
                     ['connalias=%s' % names.vip_holder_alias(conn.vip)]
                     if conn.kind == plan.VIP_HOLDER else [], alias)
         self.assertTrue(kinds[plan.VIP_HOLDER] and kinds[plan.VIP_PEER])
+
+    def test_parallel_render_is_the_serial_one(self):
+        # forked workers fill the key table's shares, then render their
+        # hosts: the same files, byte for byte, and every key line the
+        # pair's own key (both ends), in mesh and group mode
+        key = keys.MasterKey(b'p' * 32)
+        for mode in ('mesh', 'group'):
+            the_plan = base.make_plan(sources.topology_of(
+                synth.stack_outputs([synth.controller(3),
+                                     synth.compute(5)]),
+                synth.net_cidr_map()), mode=mode)
+            self.assertEqual(mode, the_plan.mode)
+            trees = []
+            for parallel_from in (render.PARALLEL_FROM, 2):
+                self.useFixture(fixtures.MonkeyPatch(
+                    'tripleo_ipsec.render.PARALLEL_FROM', parallel_from))
+                out, _ = self.render(the_plan, key)
+                trees.append({host: base.read_tree(os.path.join(out, host))
+                              for host in the_plan.hosts})
+            self.assertEqual(trees[0], trees[1])
+            lines = 0
+            for host, files in trees[1].items():
+                for name, text in files.items():
+                    if not name.endswith('.secrets'):
+                        continue
+                    network = re.search(r'tripleo-(?:vip-)?(\w+?)\.secrets',
+                                        name)
+                    for left, right, psk in re.findall(
+                            r'^(\S+) (\S+) : PSK "(\S+)"$', text, re.M):
+                        lines += 1
+                        conn = [c for c in the_plan.hosts[host].conns
+                                + the_plan.hosts[host].groups
+                                if c.left == left]
+                        self.assertTrue(conn, (host, name, left))
+                        self.assertEqual(key.psk(conn[0].network, left,
+                                                 right, 0), psk, network)
+            self.assertGreater(lines, 50)
+
+    def test_the_key_table_derives_each_pair_once(self):
+        class Counting(object):
+            def __init__(self):
+                self.key, self.calls = keys.MasterKey(b't' * 32), []
+
+            def psk(self, *args):
+                self.calls.append(args)
+                return self.key.psk(*args)
+
+            def psks(self, network, address, peers, epoch):
+                self.calls.extend((network, address, peer, epoch)
+                                  for peer in peers)
+                return self.key.psks(network, address, peers, epoch)
+
+        members = {'internal_api': (
+            ('a', '172.16.2.10'), ('b', '172.16.2.9'), ('c', 'fd00::1'),
+            ('d', '172.16.2.11'), ('e', 'fd00::2'), ('f', '172.16.2.12')),
+            'storage': (('a', '172.16.1.10'), ('b', '172.16.1.11'))}
+        counting = Counting()
+        table = render._Keys(counting, 3, members)
+        self.addCleanup(table.close)
+        # in three shares, as three workers would fill it
+        for part in range(3):
+            table.derive(part, 3)
+        # 4 IPv4 and 2 IPv6 hosts, then 2: 6 + 1 + 1 pairs, once each
+        self.assertEqual(8, len(counting.calls))
+        self.assertEqual(8, len(set(counting.calls)))
+        for network, hosts in members.items():
+            for (_, a), (_, b) in itertools.permutations(hosts, 2):
+                if (':' in a) != (':' in b):
+                    continue
+                self.assertEqual(counting.key.psk(network, a, b, 3),
+                                 table.pair(network, a, b), (a, b))
+        # a group host's key lines: the row of its pairs, in member order
+        for network, hosts in members.items():
+            for _, a in hosts:
+                self.assertEqual(
+                    [(b, counting.key.psk(network, a, b, 3))
+                     for _, b in hosts if b != a and (':' in a) == (':' in b)],
+                    table.row(network, a), a)
+        self.assertIsNone(table.row('internal_api', '172.16.2.5'))
+        self.assertEqual(8, len(counting.calls))
+        # a VIP is no member: its pairs are derived when asked for
+        self.assertEqual(
+            counting.key.psk('internal_api', '172.16.2.5', '172.16.2.9', 3),
+            table.pair('internal_api', '172.16.2.5', '172.16.2.9'))
+        self.assertEqual(9, len(counting.calls))
 
     def test_fixtures_are_reproducible(self):
         from tests.fixtures import make

@@ -24,6 +24,7 @@ every key.  Nothing here logs, prints or raises with key material in it.
 """
 
 import base64
+import binascii
 import os
 import stat
 
@@ -37,6 +38,7 @@ MIN_MASTER_BYTES = 32
 NEW_MASTER_BYTES = 64
 PSK_BYTES = 48          # 64 characters once base64-encoded
 INFO_PREFIX = b'tripleo-ipsec|v1|'
+_SHA256 = hashes.SHA256()   # a description of the hash, no state
 
 
 class MasterKey(object):
@@ -60,12 +62,36 @@ class MasterKey(object):
 
     def psk(self, network, address_a, address_b, epoch):
         """The PSK of one pair on one network, as libreswan text (64 chars)."""
-        low, high = sorted((address_a, address_b))
-        info = INFO_PREFIX + ('%s|%s|%s|%d' % (network, low, high, epoch)
-                              ).encode('ascii')
-        expand = HKDFExpand(algorithm=hashes.SHA256(), length=PSK_BYTES,
-                            info=info)
-        return base64.b64encode(expand.derive(self._prk)).decode('ascii')
+        # sorted as text; written out, not sorted(): render derives
+        # millions of these (bench/scale.py)
+        if address_b < address_a:
+            address_a, address_b = address_b, address_a
+        info = INFO_PREFIX + ('%s|%s|%s|%d' % (
+            network, address_a, address_b, epoch)).encode('ascii')
+        return binascii.b2a_base64(HKDFExpand(
+            algorithm=_SHA256, length=PSK_BYTES, info=info).derive(
+                self._prk), newline=False).decode('ascii')
+
+    def psks(self, network, address, peers, epoch):
+        """psk() of ADDRESS with each of PEERS, as one run of ASCII bytes.
+
+        Each key is psk()'s 64 characters, in the order of PEERS: base64
+        of 48-byte blocks needs no padding, so the run is one encoding of
+        the keys' bytes.  For render's key table (millions of pairs).
+        """
+        head = INFO_PREFIX + network.encode('ascii') + b'|'
+        tail = b'|%d' % epoch
+        mine = address.encode('ascii')
+        prk = self._prk
+        okm = []
+        for peer in peers:
+            other = peer.encode('ascii')
+            # sorted as text, as psk() sorts them
+            info = head + (mine + b'|' + other if mine <= other
+                           else other + b'|' + mine) + tail
+            okm.append(HKDFExpand(algorithm=_SHA256, length=PSK_BYTES,
+                                  info=info).derive(prk))
+        return binascii.b2a_base64(b''.join(okm), newline=False)
 
 
 def load(path):

@@ -40,6 +40,7 @@ import functools
 import gc
 import hashlib
 import ipaddress
+import operator
 import typing
 
 from tripleo_ipsec.errors import Error
@@ -150,8 +151,8 @@ class Plan(object):
     mtu: dict = dataclasses.field(default_factory=dict)  # mtus()
     mode: str = MESH           # MESH or GROUP, as choose_mode() decided
     mode_reason: str = ''
-    # mode group: each protected network's hosts, ((name, address), ...),
-    # from which render writes every host's key lines
+    # each protected network's hosts, ((name, address), ...): render's
+    # pairs, and in mode group every host's key lines
     members: dict = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
@@ -208,7 +209,9 @@ class Plan(object):
 
 def initiator(network, address_a, address_b):
     """The address that initiates for this pair: stable, evenly spread."""
-    low, high = sorted((address_a, address_b))
+    # sorted as text (written out: 1.2 million pairs at 500 nodes)
+    low, high = ((address_a, address_b) if address_a <= address_b
+                 else (address_b, address_a))
     digest = hashlib.sha256(('%s|%s|%s' % (network, low, high)).encode())
     return low if digest.digest()[0] & 1 == 0 else high
 
@@ -574,7 +577,8 @@ def _build(topology, options):
             hosts[host.name] = HostPlan(
                 host.name, host.role,
                 tuple(sorted(conns[host.name],
-                             key=lambda c: (c.network, c.name, c.kind))),
+                             key=operator.attrgetter('network', 'name',
+                                                     'kind'))),
                 tuple(sorted(clear[host.name],
                              key=lambda c: (c.network, c.name))),
                 tuple(sorted(groups.get(host.name, ()),
@@ -586,24 +590,25 @@ def _build(topology, options):
                 mode=mode, mode_reason=reason,
                 members={net: tuple((h.name, h.addresses[net])
                                     for h in members[net])
-                         for net in networks} if mode == GROUP else {})
+                         for net in networks})
 
 
 def _mesh(net, members, conns):
     """Every pair of MEMBERS on NET: one conn, on both ends (CONNS)."""
-    for i, a in enumerate(members):
-        addr_a = a.addresses[net]
-        for b in members[i + 1:]:
-            addr_b = b.addresses[net]
-            if _family(addr_a) != _family(addr_b):
+    # each member's address, family and conn list (None: excluded) once
+    ends = [(h.name, h.addresses[net], _family(h.addresses[net]),
+             conns.get(h.name)) for h in members]
+    for i, (name_a, addr_a, family_a, mine_a) in enumerate(ends):
+        for name_b, addr_b, family_b, mine_b in ends[i + 1:]:
+            if family_a != family_b:
                 continue
-            name = names.host_conn(net, a.name, b.name)
+            name = names.host_conn(net, name_a, name_b)
             first = initiator(net, addr_a, addr_b)
-            if a.name in conns:
-                conns[a.name].append(Conn(
-                    name, HOST, net, '', addr_a, addr_b, b.name,
+            if mine_a is not None:
+                mine_a.append(Conn(
+                    name, HOST, net, '', addr_a, addr_b, name_b,
                     first == addr_a, 'ondemand'))
-            if b.name in conns:
-                conns[b.name].append(Conn(
-                    name, HOST, net, '', addr_b, addr_a, a.name,
+            if mine_b is not None:
+                mine_b.append(Conn(
+                    name, HOST, net, '', addr_b, addr_a, name_a,
                     first == addr_b, 'ondemand'))

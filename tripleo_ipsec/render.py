@@ -21,8 +21,11 @@ Secrets files are 0600.  The whole output appears at once (rendered in a
 temporary directory beside OUT, then renamed), or not at all.
 """
 
+import base64
+import gc
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -33,6 +36,7 @@ import uuid
 import jinja2
 
 from tripleo_ipsec.errors import Error
+from tripleo_ipsec import keys as keys_mod
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec.node import pacemaker
@@ -60,6 +64,8 @@ SHUNTS = {
 #   with dpddelay=2s.  10 s keeps the checks rare on idle pairs.
 GROUP_DPDDELAY = '10s'
 GROUP_ACQUIRE_EXPIRES = 3
+
+KEY_CHARS = len(base64.b64encode(bytes(keys_mod.PSK_BYTES)))
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader('tripleo_ipsec', 'templates'),
@@ -92,20 +98,102 @@ def _groups(host_plan):
 
 
 class _Keys(object):
-    """Each pair's key, derived once for both of its ends."""
+    """Each pair's key, derived once for both of its ends.
 
-    def __init__(self, master_key, epoch):
-        self.master_key, self.epoch, self.pending = master_key, epoch, {}
+    Given the plan's members, every pair of hosts on a network has a place
+    in one table of keys (``derive`` fills it, in shares the forked workers
+    fill at once; it is memory they share, so a pair whose ends two
+    workers render is derived once, not by each).  Any other pair (a VIP's,
+    or every pair of a host rendered alone) is derived when asked for.
+    """
+
+    def __init__(self, master_key, epoch, members=None):
+        self.master_key, self.epoch = master_key, epoch
+        self.rows = {}      # (network, address) -> (block, position, size)
+        self.blocks = []    # (network, addresses, block): one per family
+        self.addresses = {}     # block -> its addresses
+        self.columns = {}       # block -> [offset of row j, less j + 1]
+        size = 0
+        for network, hosts in sorted((members or {}).items()):
+            for family in (False, True):
+                addresses = [a for _, a in hosts if (':' in a) == family]
+                n = len(addresses)
+                if n < 2:
+                    continue
+                self.rows.update(((network, a), (size, i, n))
+                                 for i, a in enumerate(addresses))
+                self.blocks.append((network, addresses, size))
+                self.addresses[size] = addresses
+                # where row j's pair (j, i) is, less i (in characters)
+                self.columns[size] = [
+                    (size + j * n - j * (j + 1) // 2 - j - 1) * KEY_CHARS
+                    for j in range(n)]
+                size += n * (n - 1) // 2
+        # anonymous and shared: what a forked worker writes, all see
+        self.table = mmap.mmap(-1, size * KEY_CHARS) if size else None
 
     def __call__(self, conn):
         return self.pair(conn.network, conn.left, conn.right)
 
     def pair(self, network, left, right):
-        psk = self.pending.pop((network, right, left), None)
-        if psk is None:
-            psk = self.master_key.psk(network, left, right, self.epoch)
-            self.pending[(network, left, right)] = psk
-        return psk
+        a = self.rows.get((network, left))
+        b = self.rows.get((network, right))
+        if a is None or b is None or a[0] != b[0] or a[1] == b[1]:
+            return self.master_key.psk(network, left, right, self.epoch)
+        block, i, n = a
+        j = b[1]
+        if j < i:
+            i, j = j, i
+        # row i holds pairs (i, i+1) .. (i, n-1), after i*n - i(i+1)/2
+        at = (block + i * n - i * (i + 1) // 2 + j - i - 1) * KEY_CHARS
+        return self.table[at:at + KEY_CHARS].decode('ascii')
+
+    def row(self, network, address):
+        """[(peer, key)]: ADDRESS with every other member of its block.
+
+        Its network's other hosts of its family, in member order; None
+        when ADDRESS has no place in the table.  A group host's key lines
+        (its pairs after it are one run of the table).
+        """
+        place = self.rows.get((network, address))
+        if place is None:
+            return None
+        block, i, n = place
+        table, size = self.table, KEY_CHARS
+        # pairs (j, i), j < i: one in each earlier row, at its start
+        # (columns) plus i; then pairs (i, j), j > i: one run
+        at = i * size
+        start = (block + i * n - i * (i + 1) // 2) * size
+        text = (b''.join([table[s + at:s + at + size]
+                          for s in self.columns[block][:i]]) +
+                table[start:start + (n - 1 - i) * size]).decode('ascii')
+        addresses = self.addresses[block]
+        return list(zip(addresses[:i] + addresses[i + 1:],
+                        [text[k:k + size] for k in range(0, len(text), size)]))
+
+    def derive(self, part=0, parts=1):
+        """Fill share PART of PARTS of the table (pairs PART/PARTS..)."""
+        if self.table is None:
+            return
+        total = len(self.table) // KEY_CHARS
+        low, high = total * part // parts, total * (part + 1) // parts
+        psks, epoch = self.master_key.psks, self.epoch
+        for network, addresses, block in self.blocks:
+            n = len(addresses)
+            for i in range(n - 1):
+                start = block + i * n - i * (i + 1) // 2
+                first, end = max(start, low), min(start + n - 1 - i, high)
+                if first >= end:
+                    continue
+                # pair (i, j) is at start + j - i - 1
+                self.table[first * KEY_CHARS:end * KEY_CHARS] = psks(
+                    network, addresses[i],
+                    addresses[first - start + i + 1:end - start + i + 1],
+                    epoch)
+
+    def close(self):
+        if self.table is not None:
+            self.table.close()
 
 
 def _key_lines(keys):
@@ -169,12 +257,13 @@ def host_files(the_plan, host, master_key, derive=None):
     addresses = {v.name: v.address for v in the_plan.vips}
     for (conf, secrets, defaults, title, vip), conns in _groups(
             the_plan.hosts[host]).items():
+        # the plan's tuples as they are: Jinja reads a tuple's field
+        # directly, a dict's only after a failed getattr (a million conns
+        # at 500 nodes, bench/scale.py)
         text = conns_tpl.render(
-            context, title=title, defaults=defaults,
-            conns=[dict(c._asdict(), group=False,
-                        alias=names.vip_holder_alias(c.vip)
-                        if c.kind == plan_mod.VIP_HOLDER else '')
-                   for c in conns])
+            context, title=title, defaults=defaults, conns=conns, group=False,
+            aliases={c.name: names.vip_holder_alias(c.vip) for c in conns
+                     if c.kind == plan_mod.VIP_HOLDER})
         files[conf] = (text, 0o644)
         # the certificates: those the conns name, or, with a CA while
         # still on psk, the same ones staged for the switch to cert
@@ -184,9 +273,14 @@ def host_files(the_plan, host, master_key, derive=None):
                               'vip': c.vip if c.kind ==
                               plan_mod.VIP_HOLDER else ''}
         if not certs:
+            # a network's host-to-host conns share their left: its row of
+            # the key table, read at once (a VIP's pairs are not in it)
+            row = {} if vip else dict(
+                derive.row(conns[0].network, conns[0].left) or ())
             files[secrets] = (secrets_tpl.render(
                 title=title, epoch=epoch, lines=_key_lines(
-                    (c.left, c.right, derive(c)) for c in conns)), 0o600)
+                    (c.left, c.right, row.get(c.right) or derive(c))
+                    for c in conns)), 0o600)
         digests.update(_digests(text, conns))
         networks.update(c.network for c in conns)
         if opts.failure_policy == 'private':
@@ -211,8 +305,7 @@ def host_files(the_plan, host, master_key, derive=None):
         policy = ''.join('%s\n' % subnet for subnet in group.subnets)
         text = conns_tpl.render(
             context, title=title, defaults=names.defaults_conn(net_name),
-            conns=[dict(group._asdict(), group=True, auto='ondemand',
-                        alias='')])
+            conns=[group], group=True, aliases={})
         files[names.network_conf(net_name)] = (text, 0o644)
         files[names.group_policy(net_name)] = (policy, 0o644)
         if opts.cert_ca:
@@ -221,13 +314,15 @@ def host_files(the_plan, host, master_key, derive=None):
             wanted[c.cert] = {'id': c.left_id, 'network': net_name, 'vip': ''}
         if not certs:
             family = ':' in group.left
-            pair = derive.pair
+            row = derive.row(net_name, group.left) or [
+                (address, derive.pair(net_name, group.left, address))
+                for name, address in members[net_name]
+                if name != host and (':' in address) == family]
+            mine = group.left + ' '
             files[names.network_secrets(net_name)] = (secrets_tpl.render(
-                title=title, epoch=epoch, lines=_key_lines(
-                    (group.left, address, pair(net_name, group.left,
-                                               address))
-                    for name, address in members[net_name]
-                    if name != host and (':' in address) == family)), 0o600)
+                title=title, epoch=epoch, lines=''.join([
+                    mine + address + ' : PSK "' + psk + '"\n'
+                    for address, psk in row])), 0o600)
         # what pluto loads for it: its stanza and the subnets it covers
         digests[group.name] = hashlib.sha256(
             (text.split('\nconn ', 1)[1] + policy).encode()).hexdigest()[:16]
@@ -307,17 +402,23 @@ def _write_host(root, files):
 
 
 # From this many hosts on, render's hosts are shared out among forked
-# workers, one per CPU: a host's files cost O(peers) key derivations (about
-# 2 us each), 2.5 million pairs at 1,000 nodes on 5 networks
+# workers, one per CPU: a host's files cost O(peers) key lines (a key is
+# about 3 us to derive), 2.5 million pairs at 1,000 nodes on 5 networks
 # (bench/scale.py).  The workers inherit the plan and the key (nothing
-# secret crosses a pipe) and return file counts only.
+# secret crosses a pipe), fill their shares of the key table, then render
+# their hosts and return file counts only.
 PARALLEL_FROM = 200
+CHUNKS_PER_WORKER = 8
 _SHARED = {}
 
 
+def _derive_share(part):
+    _, _, _, derive, parts = _SHARED['job']
+    derive.derive(part, parts)
+
+
 def _render_chunk(hosts):
-    the_plan, master_key, tmp = _SHARED['job']
-    derive = _Keys(master_key, the_plan.options.key_epoch)
+    the_plan, master_key, tmp, derive, _ = _SHARED['job']
     written = {}
     for host in hosts:
         files = host_files(the_plan, host, master_key, derive)
@@ -330,20 +431,35 @@ def _write_hosts(the_plan, master_key, tmp):
     """Render every host of the plan under TMP: {host: number of files}."""
     hosts = sorted(the_plan.hosts)
     workers = min(os.cpu_count() or 1, 8)
-    _SHARED['job'] = (the_plan, master_key, tmp)
+    if len(hosts) < PARALLEL_FROM:
+        workers = 1
+    derive = _Keys(master_key, the_plan.options.key_epoch,
+                   the_plan.members if the_plan.options.auth == 'psk'
+                   else None)
+    _SHARED['job'] = (the_plan, master_key, tmp, derive, workers)
+    # the plan is millions of objects at scale and makes no garbage: out of
+    # the collector's sight while render runs (it walked them all, again
+    # and again, a third of render's time), and not written to by a
+    # worker's collector (each page it touched, copied)
+    gc.freeze()
     try:
-        if len(hosts) < PARALLEL_FROM or workers < 2:
+        if workers < 2:
+            derive.derive()
             return _render_chunk(hosts)
-        # contiguous chunks: a pair within one derives its key once
-        size = -(-len(hosts) // workers)
+        # small chunks, each to the next free worker: hosts differ (a
+        # controller holds every VIP's conns), and so do the workers' CPUs
+        size = -(-len(hosts) // (workers * CHUNKS_PER_WORKER))
         chunks = [hosts[i:i + size] for i in range(0, len(hosts), size)]
         written = {}
-        with multiprocessing.get_context('fork').Pool(len(chunks)) as pool:
-            for part in pool.map(_render_chunk, chunks):
+        with multiprocessing.get_context('fork').Pool(workers) as pool:
+            pool.map(_derive_share, range(workers), chunksize=1)
+            for part in pool.imap_unordered(_render_chunk, chunks):
                 written.update(part)
         return written
     finally:
+        gc.unfreeze()
         _SHARED.clear()
+        derive.close()
 
 
 def _check_out(out):

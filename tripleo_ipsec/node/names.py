@@ -48,8 +48,9 @@ OCF_TYPE = 'vip'
 
 def host_conn(network, host_a, host_b):
     """The conn between two hosts on a network; the same name on both ends."""
-    first, second = sorted((host_a, host_b))
-    return '%s-%s-%s--%s' % (PREFIX, network, first, second)
+    if host_b < host_a:
+        host_a, host_b = host_b, host_a
+    return '%s-%s-%s--%s' % (PREFIX, network, host_a, host_b)
 
 
 def vip_conn(vip_name, peer):
