@@ -56,6 +56,9 @@ class Node(object):
         self.log = os.path.join(workdir, '%s-pluto.log' % name)
         self.python = os.path.join(workdir, '%s-python' % name)
         os.makedirs(os.path.join(self.etc, 'ipsec.d'))
+        # its own /etc/systemd too: the apply module writes the ipsec
+        # service's drop-in there (names.SERVICE_DROPIN), not the host's
+        os.makedirs(os.path.join(self.etc, 'systemd'))
         with open(os.path.join(self.etc, 'ipsec.conf'), 'w') as f:
             f.write('config setup\n\ninclude /etc/ipsec.d/*.conf\n')
         with open(os.path.join(self.etc, 'ipsec.secrets'), 'w') as f:
@@ -128,6 +131,11 @@ class Node(object):
         out = self.lw.whack('--listpsks').stdout
         return [tuple(line.split()[-2:]) for line in out.splitlines()
                 if ': PSK ' in line]
+
+    def read(self, path):
+        """The text of PATH (relative to the node's /, under etc/)."""
+        with open(os.path.join(self.etc, os.path.relpath(path, 'etc'))) as f:
+            return f.read()
 
     def files(self):
         """Files in this node's /etc/ipsec.d, NSS database aside."""

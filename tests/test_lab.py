@@ -26,7 +26,10 @@ import subprocess
 import time
 
 from tests import base
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec_lab import guest
+from tripleo_ipsec_lab import overcloud
 from tripleo_ipsec_lab import run
 
 # how far the report's outage may be from the one read off the capture
@@ -152,8 +155,13 @@ class TestLabEndToEnd(base.TestCase):
         self.assertEqual([0], sorted(set(report['rerun']['changed']
                                          .values())))
         # a compute's pluto restarted under pings with its 4 peers on
-        # internal_api and storage, both ways: every pair talks again
+        # internal_api and storage, both ways: every pair talks again.  It
+        # stopped as the ipsec service with the drop-in stops it: every
+        # xfrm policy flushed and the safety net back in one ip run
         restart = report['restart']
+        self.assertEqual(overcloud.exec_stop_post(
+            libreswan.service_dropin()), restart['stop_post'])
+        self.assertIn('/' + names.STOP_BATCH, restart['stop_post'][0])
         self.assertEqual(([], 16), (restart['never'],
                                     len(restart['recovered_s'])))
         self.assertLessEqual(restart['slowest_s'],

@@ -22,6 +22,7 @@ the link, read by tcpdump on the host, says what crossed it.
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -652,6 +653,93 @@ class TestStagedOnTheWire(TwoNodes):
         self.assertEqual(0, received)
         self.assertEqual(0, wire.cleartext(pcap))
         self.assertEqual(0, wire.marker_hits(pcap))
+
+
+class TestServiceStopOnTheWire(TwoNodes):
+    """pluto stopped as libreswan's ipsec.service stops it.
+
+    Once pluto is gone the unit's ExecStopPost flushes every xfrm policy,
+    the safety net too: the control (the unit's lines alone) sees a's
+    pings to b leave in clear.  The drop-in the apply module installs
+    replaces those lines, as systemd reads a drop-in: the flush and the
+    net's return in one ip run, from the batch the module keeps; nothing
+    leaves in clear, and the net is the one the deploy installed.  The
+    unit's lines are read from the libreswan package on this machine.
+    """
+
+    def stop_as_the_service(self, ns, dropin):
+        """Stop NS's pluto, then run the ExecStopPost lines as systemd does.
+
+        Returns the lines run.  A failing line (not marked ``-``) stops
+        the rest, as in systemd; here it fails the test.
+        """
+        self.stop(ns)
+        with open(overcloud.IPSEC_UNIT) as f:
+            lines = overcloud.exec_stop_post(f.read())
+        if dropin:
+            root = self.roots[ns]
+            with open(os.path.join(root, names.SERVICE_DROPIN)) as f:
+                lines = overcloud.exec_stop_post(f.read(), lines)
+            # the node's / is ROOT here
+            lines = [line.replace(' /' + names.IPSEC_D + '/',
+                                  ' %s/%s/' % (root, names.IPSEC_D))
+                     for line in lines]
+        for line in lines:
+            result = self.g.run(['env', 'EXIT_STATUS=0'] + shlex.split(
+                line.lstrip('-')), netns=ns, check=False)
+            self.assertTrue(line.startswith('-') or not result.returncode,
+                            (line, result.stdout, result.stderr))
+        return lines
+
+    def test_the_drop_in_keeps_the_net_when_pluto_stops(self):
+        self.boot()
+        the_plan, out = self.bundle('private')
+        self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
+        conn = the_plan.hosts[self.hosts['a']].conns[0]
+        self.conn = conn.name
+        self.address = {'a': conn.left, 'b': conn.right}
+        self.bring_up()
+        first = self.deploy(out)
+        wanted = {}
+        for ns in self.NODES:
+            self.assertEqual(
+                sorted(['/' + names.SERVICE_DROPIN, '/' + names.STOP_BATCH]),
+                first[ns]['service'], ns)
+            self.assertTrue(first[ns]['service_reload'], ns)
+            wanted[ns] = self.lw[ns].net()
+            self.assertEqual(2, len(wanted[ns]), ns)
+        self.wait_established()
+        received, _ = self.probe('deployed')
+        self.assertEqual(5, received)
+
+        # the control: the unit's own lines leave a with no policy at all
+        ran = self.stop_as_the_service('a', dropin=False)
+        self.assertTrue([line for line in ran if 'xfrm policy flush' in line],
+                        ran)
+        self.assertEqual(set(), self.lw['a'].net())
+        received, pcap = self.probe('control')
+        self.assertGreater(wire.cleartext(pcap), 0)
+        self.assertGreater(wire.marker_hits(pcap), 0)
+
+        # a's pluto back, as the service starts it, and the deploy
+        self.start('a')
+        self.assertEqual([], self.deploy(out)['a']['service'])
+        self.assertEqual(wanted['a'], self.lw['a'].net())
+        self.wait_established()
+
+        # with the drop-in: the net is back, and nothing leaves in clear
+        ran = self.stop_as_the_service('a', dropin=True)
+        self.assertIn('-batch', ran[0])
+        self.assertEqual(wanted['a'], self.lw['a'].net())
+        received, pcap = self.probe('dropin')
+        self.assertEqual(0, received)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
+        # pluto back: its policies over the net, the pair talks again
+        self.start('a')
+        self.deploy(out)
+        self.wait_established()
+        self.assertEqual(wanted['a'], self.lw['a'].net())
 
 
 class Module(object):

@@ -15,10 +15,14 @@
 import os
 import re
 import shutil
+import subprocess
 
 from tests import base
 from tests import pluto
+from tripleo_ipsec.node import libreswan
+from tripleo_ipsec.node import names
 from tripleo_ipsec import sources
+from tripleo_ipsec_lab import overcloud
 from tripleo_ipsec_lab import synth
 
 FIXTURES = sorted(base.FIXTURE_FILES)
@@ -178,3 +182,54 @@ class TestPlutoLoads(base.TestCase):
 
     def test_excluded(self):
         self._load('excluded')
+
+
+class TestServiceDropin(base.TestCase):
+    """systemd reads the drop-in with libreswan's own ipsec.service.
+
+    ``systemd-analyze verify`` on the package's unit and the drop-in
+    (libreswan.service_dropin) finds nothing to say about the drop-in; a
+    line it cannot parse in the same place, it names.  The drop-in's
+    effect on the wire: test_lab_knobs.TestServiceStopOnTheWire.
+    """
+
+    UNIT = '/lib/systemd/system/ipsec.service'
+
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(self.UNIT):
+            self.skipTest('libreswan is not installed '
+                          '(apt-get install libreswan)')
+        if not shutil.which('systemd-analyze'):
+            self.skipTest('systemd-analyze is missing '
+                          '(apt-get install systemd)')
+
+    def verify(self, extra=''):
+        units = self.tempdir()
+        shutil.copy(self.UNIT, units)
+        os.mkdir(os.path.join(units, 'ipsec.service.d'))
+        dropin = os.path.join(units, 'ipsec.service.d', 'tripleo-ipsec.conf')
+        with open(dropin, 'w') as f:
+            f.write(libreswan.service_dropin() + extra)
+        result = subprocess.run(
+            ['systemd-analyze', 'verify',
+             os.path.join(units, 'ipsec.service')],
+            env=dict(os.environ, SYSTEMD_UNIT_PATH=units + ':'),
+            capture_output=True, text=True, timeout=60)
+        return result.returncode, result.stdout + result.stderr
+
+    def test_systemd_accepts_the_drop_in(self):
+        # the unit's lines are those the drop-in replaces (a libreswan
+        # that changes them shows up here)
+        with open(self.UNIT) as f:
+            unit = overcloud.exec_stop_post(f.read())
+        self.assertEqual(list(libreswan.UNIT_STOP_POST), unit)
+        self.assertEqual(
+            ['/bin/sh -c \'test "$EXIT_STATUS" = 12 || exec /sbin/ip -force '
+             '-batch /%s\'' % names.STOP_BATCH, unit[1]],
+            overcloud.exec_stop_post(libreswan.service_dropin(), unit))
+        self.assertEqual((0, ''), self.verify())
+        # the control: a line systemd cannot parse, named with its file
+        _, said = self.verify('ExecStopPost=/bin/sh -c "unbalanced\n')
+        self.assertIn('tripleo-ipsec.conf:', said)
+        self.assertIn('Unbalanced quoting', said)

@@ -95,6 +95,8 @@ class RoleTestCase(base.TestCase):
                              {frozenset(p) for p in node.psks()}, name)
             files = {os.path.basename(p) for p in base.read_tree(
                 os.path.join(self.out_of(name), 'etc'))}
+            # and the ipsec service's stop batch (its drop-in runs it)
+            files.add(os.path.basename(names.STOP_BATCH))
             self.assertEqual(files, node.files(), name)
             # the kernel's safety net: both directions of every loaded pair
             net = set() if the_plan.options.failure_policy != 'private' \
@@ -103,6 +105,11 @@ class RoleTestCase(base.TestCase):
                       for k in ((c.left, c.right, 'out'),
                                 (c.right, c.left, 'in'))}
             self.assertEqual(net, set(node.lw.net()), name)
+            # the batch puts the net back as it is, once flushed
+            self.assertEqual(libreswan.stop_batch(net),
+                             node.read(names.STOP_BATCH), name)
+            self.assertEqual(libreswan.service_dropin(),
+                             node.read(names.SERVICE_DROPIN), name)
 
     def out_of(self, name):
         return os.path.join(self._out, name)
@@ -150,6 +157,8 @@ class TestApply(RoleTestCase):
             self.assertEqual(set(), node.files(), name)
             self.assertEqual([], node.psks(), name)
             self.assertEqual(set(), node.lw.net(), name)
+            self.assertRaises(FileNotFoundError, node.read,
+                              names.SERVICE_DROPIN)
         again = self.deploy(self._out, tripleo_ipsec_state='absent')
         self.assertFalse([h for h, r in again.items() if r['changed']])
         # IpsecFailurePolicy: disable is the same, from a deployed cloud

@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ ROLES = os.path.join(TOP, 'ansible', 'roles')
 # where the role installs our OCF agent on the lab's nodes, in the guest
 OCF_DIR = os.path.join('/usr/lib/ocf/resource.d', names.OCF_PROVIDER)
 LIBEXEC = '/usr/libexec/ipsec'
+# libreswan's own unit, as the package installed it (stop_pluto)
+IPSEC_UNIT = '/lib/systemd/system/ipsec.service'
 # the MTU of the guest's veths and bridges (the kernel's default)
 LINK_MTU = 1500
 MODULES = ('bridge', 'veth', 'ipv6', 'af_packet', 'xfrm_user', 'xfrm_algo',
@@ -119,6 +122,20 @@ def make_cib(path, vips, controllers, env=None):
                 names.vip_ip_resource(vip.address), 'ocf:heartbeat:IPaddr2',
                 'ip=%s' % vip.address, 'cidr_netmask=32', 'op', 'monitor',
                 'interval=10s'])
+
+
+def exec_stop_post(text, before=()):
+    """A unit's ExecStopPost lines once TEXT is read on top of BEFORE.
+
+    TEXT: the unit, or a drop-in of it; an empty ExecStopPost= resets the
+    lines, as in systemd.
+    """
+    lines = list(before)
+    for line in text.splitlines():
+        if line.startswith('ExecStopPost='):
+            value = line.split('=', 1)[1]
+            lines = lines + [value] if value else []
+    return lines
 
 
 class Overcloud(object):
@@ -219,7 +236,9 @@ class Overcloud(object):
                 'python': self.guest.python_wrapper(
                     ns, os.path.join(self.work, 'bin', ns + '-python'),
                     env=certs.node_env(ns))}
-            lines += ['mkdir -p %s/ipsec.d %s' % (etc, rundir),
+            # its own /etc/systemd: the apply module writes the ipsec
+            # service's drop-in there (the guest's /etc is the host's)
+            lines += ['mkdir -p %s/ipsec.d %s/systemd %s' % (etc, etc, rundir),
                       "printf 'config setup\\n\\ninclude /etc/ipsec.d/*.conf"
                       "\\n' > %s/ipsec.conf" % etc,
                       "printf 'include /etc/ipsec.d/*.secrets\\n' > "
@@ -308,7 +327,12 @@ class Overcloud(object):
                                    % (name, sorted(want - listening)))
             time.sleep(0.05)
 
-    def stop_pluto(self, name, timeout=30):
+    def stop_pluto(self, name, timeout=30, as_service=False):
+        """Shut NAME's pluto down and wait until it is gone.
+
+        AS_SERVICE: then as libreswan's ipsec.service goes on once pluto
+        is gone, its ExecStopPost lines (service_stop_post); returns them.
+        """
         node = self.nodes[name]
         self.whack(name, '--shutdown', check=False)
         pidfile = os.path.join(node['rundir'], 'pluto.pid')
@@ -318,6 +342,32 @@ class Overcloud(object):
             if time.monotonic() > deadline:
                 raise RuntimeError('pluto of %s did not stop' % name)
             time.sleep(0.05)
+        return self.service_stop_post(name) if as_service else []
+
+    def service_stop_post(self, name):
+        """Run ipsec.service's ExecStopPost lines in node NAME, as systemd.
+
+        The unit's own (every xfrm policy and state flushed), as the
+        node's drop-in (names.SERVICE_DROPIN) changes them when the deploy
+        installed one, with EXIT_STATUS 0 (pluto shut down cleanly).  A
+        line that fails, unless marked ``-``, stops the rest, as in
+        systemd; here it raises.  Returns the lines run.
+        """
+        with open(IPSEC_UNIT) as f:
+            lines = exec_stop_post(f.read())
+        dropin = os.path.join('/etc/netns', name, os.path.relpath(
+            names.SERVICE_DROPIN, 'etc'))
+        found = self.guest.run(['cat', dropin], check=False)
+        if found.returncode == 0:
+            lines = exec_stop_post(found.stdout, lines)
+        netns = self.nodes[name]['netns']
+        for line in lines:
+            result = self.guest.run(['env', 'EXIT_STATUS=0'] + shlex.split(
+                line.lstrip('-')), netns=netns, check=False)
+            if result.returncode and not line.startswith('-'):
+                raise RuntimeError('%s: ExecStopPost=%s failed: %s' % (
+                    name, line, result.stderr.strip()))
+        return lines
 
     def whack(self, name, *args, check=True, timeout=60):
         node = self.nodes[name]

@@ -506,10 +506,12 @@ class Lab(object):
 
         Every peer pings the compute, and the compute every peer, on every
         protected network they share (every 100 ms, the probe's marker),
-        under a capture; the compute's pluto shuts down (its peers get a
-        Delete, its own SAs and policies go: the safety net stays) and
-        starts again as the service does, loading its conns from its
-        config.  Nothing may cross in clear; each pair's figure is the time
+        under a capture; the compute's pluto stops as the ipsec service
+        stops it (shut down: its peers get a Delete, its own SAs and
+        policies go; then the unit's ExecStopPost flushes every xfrm
+        policy and state, and tripleo-ipsec's drop-in puts the safety net
+        back) and starts again as the service does, loading its conns from
+        its config.  Nothing may cross in clear; each pair's figure is the time
         from the start to steady replies again (outage.steady), the phase's
         the slowest pair's.
         """
@@ -534,10 +536,10 @@ class Lab(object):
                 ['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 -p %s %s > %s'
                  % (wire.MARKER.hex(), hosts[dst].addresses[net], log)],
                 netns=self.oc.nodes[src]['netns']))
-        took = {}
+        took, stop_post = {}, []
         try:
             time.sleep(2)
-            self.oc.stop_pluto(node)
+            stop_post = self.oc.stop_pluto(node, as_service=True)
             time.sleep(2)
             started = time.time()
             self.oc.start_pluto(node)
@@ -563,6 +565,7 @@ class Lab(object):
         self.report['restart'] = {'node': node, 'recovered_s': took,
                                   'never': waiting, 'slowest_s': slowest,
                                   'mode': self.oc.plan.mode,
+                                  'stop_post': stop_post,
                                   'capture': seen}
         self.say('  %s: every pair talks again %s after its pluto started'
                  % (node, '%.1f s' % slowest if not waiting and took

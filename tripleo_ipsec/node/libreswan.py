@@ -442,6 +442,46 @@ def net_policy(op, src, dst, direction):
     return args + ['action', 'block']
 
 
+# libreswan's ipsec.service, once pluto has stopped (Debian 12's 4.10 and
+# RHEL's alike); service_dropin replaces them
+UNIT_STOP_POST = (
+    '/bin/bash -c \'if test "$EXIT_STATUS" != "12"; then /sbin/ip xfrm '
+    'policy flush; /sbin/ip xfrm state flush; fi\'',
+    '/usr/sbin/ipsec --stopnflog')
+
+
+def stop_batch(net):
+    """names.STOP_BATCH for the net NET ({(src, dst, dir)}).
+
+    ``ip -batch`` lines: every xfrm policy flushed, the net added again,
+    every state flushed.
+    """
+    return ('xfrm policy flush\n' + ''.join(
+        ' '.join(net_policy('add', *key)) + '\n' for key in sorted(net)) +
+        'xfrm state flush\n')
+
+
+def service_dropin():
+    """The drop-in of libreswan's ipsec.service (names.SERVICE_DROPIN).
+
+    Once pluto has stopped, the unit flushes every xfrm policy and state
+    (UNIT_STOP_POST; not when pluto left its state, exit 12), the net
+    too: a pair would go in clear until pluto loads its conns again, or
+    for good if it does not start.  The drop-in replaces those lines with
+    the same, but the flush and the net's return in one ``ip`` run
+    (names.STOP_BATCH; ``-force``: every line, each failure reported), so
+    the net is gone for the time ip takes between two of its lines, not
+    until a later command.
+    """
+    return ('# Installed by tripleo-ipsec (its apply module): what '
+            'libreswan\'s unit does\n# once pluto has stopped, with the '
+            'kernel\'s safety net put back in the same\n# ip run as the '
+            'flush that removes it.\n[Service]\nExecStopPost=\n'
+            'ExecStopPost=/bin/sh -c \'test "$EXIT_STATUS" = 12 || '
+            'exec /sbin/ip -force -batch /%s\'\nExecStopPost=%s\n'
+            % (names.STOP_BATCH, UNIT_STOP_POST[1]))
+
+
 def _end(pattern, section):
     """The address of one end (_LEFT or _RIGHT) of a conn section, or None."""
     match = pattern.search(section)

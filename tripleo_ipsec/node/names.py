@@ -40,6 +40,12 @@ PACEMAKER_COMMANDS = 'pacemaker.json'
 # and still matches every unmarked packet.
 NET_PRIORITY = 0xfffffff0
 NET_MARK = ('0', '0xffffffff')
+# What libreswan's ipsec.service does once pluto has stopped, as our
+# drop-in of it does it instead (libreswan.service_dropin): every xfrm
+# policy flushed and the net put back in one ``ip -batch`` run, then every
+# state flushed.  The apply module keeps the batch up to date.
+STOP_BATCH = 'etc/ipsec.d/tripleo-ipsec-stop.batch'
+SERVICE_DROPIN = 'etc/systemd/system/ipsec.service.d/tripleo-ipsec.conf'
 
 # Our OCF resource agent: ocf:<provider>:<type>.
 OCF_PROVIDER = 'tripleo-ipsec'

@@ -37,6 +37,13 @@ description:
     C(action block) xfrm policy per direction, below pluto's), so that a
     pair pluto has no policy for is dropped, never in clear; removes the
     net's policies no loaded conn needs once their conns are gone.
+  - Installs a drop-in of the ipsec service,
+    C(/etc/systemd/system/ipsec.service.d/tripleo-ipsec.conf), whose
+    C(ExecStopPost) flushes every xfrm policy and puts the net back in one
+    C(ip -batch) run (C(/etc/ipsec.d/tripleo-ipsec-stop.batch), kept up to
+    date), where the service's own flush left the net out until the next
+    deploy (result C(service): the files it wrote; C(service_reload):
+    systemd must reread its units).  C(absent) removes both.
   - The conns are written and loaded in the syntax of the libreswan on the
     node (4.x or 5.x, from C(ipsec --version)), whichever the bundle was
     rendered for.
@@ -106,7 +113,9 @@ from ansible.module_utils import tripleo_ipsec_names as names  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import stop_batch  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import net_wanted  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import service_dropin  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import parse_manifest  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import split_conf  # noqa
 
@@ -186,7 +195,8 @@ def present(module, lw, root, files, manifest_path):
                          'the installed manifest')
     result = {'written': [], 'removed': [], 'added': [], 'replaced': [],
               'deleted': [], 'staged': False, 'net_added': [],
-              'net_removed': [], 'not_loaded': [], 'secrets_kept': False}
+              'net_removed': [], 'not_loaded': [], 'secrets_kept': False,
+              'service': []}
 
     for rel, entry in sorted(files.items()):
         if rel == manifest_path:
@@ -221,6 +231,13 @@ def present(module, lw, root, files, manifest_path):
     net_drop = sorted(have_net - want_net)
     result['net_added'] = [_net_entry(k) for k in net_add]
     result['net_removed'] = [_net_entry(k) for k in net_drop]
+    # the ipsec service's drop-in and its batch: the flush once pluto has
+    # stopped, and the net back in the same ip run
+    service = {names.STOP_BATCH: stop_batch(want_net).encode(),
+               names.SERVICE_DROPIN: service_dropin().encode()}
+    result['service'] = ['/' + rel for rel, content in sorted(service.items())
+                         if not _same(os.path.join(root, rel), content,
+                                      0o644)]
     secrets_changed = any(p.endswith('.secrets')
                           for p in result['written'] + result['removed'])
     acquire = int(new.get('acquire_expires', 0))
@@ -228,6 +245,7 @@ def present(module, lw, root, files, manifest_path):
         acquire, check=True)
     changed = bool(result['written'] or result['removed'] or touched or
                    result['deleted'] or net_add or net_drop or
+                   result['service'] or
                    result['acquire_expires'] or not _same(
                        os.path.join(root, manifest_path),
                        files[manifest_path]['content'].encode(),
@@ -247,6 +265,9 @@ def present(module, lw, root, files, manifest_path):
     # sends or takes in clear.
     for src, dst, direction in net_add:
         lw.net_add(src, dst, direction)
+    for rel in result['service']:
+        _write(os.path.join(root, rel[1:]), service[rel[1:]], 0o644)
+    result['service_reload'] = '/' + names.SERVICE_DROPIN in result['service']
     # A changed conn is replaced in place: addconn swaps the definition
     # inside pluto, in one request; deleting it first would leave its
     # traffic without any policy (in clear) until it was added again.
@@ -308,7 +329,9 @@ def absent(module, lw, root, manifest_path):
         result['deleted'] = sorted(_loaded(lw.status()))
     have_net = lw.net()
     result['net_removed'] = [_net_entry(k) for k in sorted(have_net)]
-    paths = sorted(set(old.get('files', {})) | {'/' + manifest_path})
+    paths = sorted(set(old.get('files', {})) | {
+        '/' + manifest_path, '/' + names.STOP_BATCH,
+        '/' + names.SERVICE_DROPIN})
     result['removed'] = [p for p in paths
                          if os.path.lexists(os.path.join(root, p[1:]))]
     changed = bool(result['removed'] or result['deleted'] or have_net)
@@ -321,6 +344,7 @@ def absent(module, lw, root, manifest_path):
         lw.net_delete(*key)
     for rel in result['removed']:
         os.unlink(os.path.join(root, rel[1:]))
+    result['service_reload'] = '/' + names.SERVICE_DROPIN in result['removed']
     if result['deleted'] or any(p.endswith('.secrets')
                                 for p in result['removed']):
         lw.rereadsecrets()
