@@ -661,19 +661,30 @@ class TestServiceStopOnTheWire(TwoNodes):
     Once pluto is gone the unit's ExecStopPost flushes every xfrm policy,
     the safety net too: the control (the unit's lines alone) sees a's
     pings to b leave in clear.  The drop-in the apply module installs
-    replaces those lines, as systemd reads a drop-in: the flush and the
-    net's return in one ip run, from the batch the module keeps; nothing
-    leaves in clear, and the net is the one the deploy installed.  The
-    unit's lines are read from the libreswan package on this machine.
+    replaces those lines, as systemd reads a drop-in: after a clean
+    shutdown pluto has left nothing but the net and nothing is flushed;
+    after a crash the flush and the net's return run in one ip, from the
+    batch the module keeps.  Either way nothing leaves in clear and the
+    net is the one the deploy installed.  The unit's lines are read from
+    the libreswan package on this machine.
     """
 
-    def stop_as_the_service(self, ns, dropin):
+    def stop_as_the_service(self, ns, dropin, crash=False):
         """Stop NS's pluto, then run the ExecStopPost lines as systemd does.
 
-        Returns the lines run.  A failing line (not marked ``-``) stops
-        the rest, as in systemd; here it fails the test.
+        CRASH: pluto killed (SIGKILL, EXIT_STATUS KILL), not shut down
+        (EXIT_STATUS 0).  Returns the lines run.  A failing line (not
+        marked ``-``) stops the rest, as in systemd; here it fails the
+        test.
         """
-        self.stop(ns)
+        status = '0'
+        if crash:
+            status = 'KILL'
+            pidfile = '/run/pluto-%s/pluto.pid' % ns
+            self.g.run(['sh', '-c', 'kill -9 $(cat %s) && rm -f %s '
+                        '/run/pluto-%s/pluto.ctl' % (pidfile, pidfile, ns)])
+        else:
+            self.stop(ns)
         with open(overcloud.IPSEC_UNIT) as f:
             lines = overcloud.exec_stop_post(f.read())
         if dropin:
@@ -685,7 +696,7 @@ class TestServiceStopOnTheWire(TwoNodes):
                                   ' %s/%s/' % (root, names.IPSEC_D))
                      for line in lines]
         for line in lines:
-            result = self.g.run(['env', 'EXIT_STATUS=0'] + shlex.split(
+            result = self.g.run(['env', 'EXIT_STATUS=' + status] + shlex.split(
                 line.lstrip('-')), netns=ns, check=False)
             self.assertTrue(line.startswith('-') or not result.returncode,
                             (line, result.stdout, result.stderr))
@@ -727,10 +738,16 @@ class TestServiceStopOnTheWire(TwoNodes):
         self.assertEqual(wanted['a'], self.lw['a'].net())
         self.wait_established()
 
-        # with the drop-in: the net is back, and nothing leaves in clear
+        # with the drop-in, a clean stop: pluto shut down left the net
+        # alone in the kernel (nothing to flush), and the drop-in keeps it
         ran = self.stop_as_the_service('a', dropin=True)
         self.assertIn('-batch', ran[0])
         self.assertEqual(wanted['a'], self.lw['a'].net())
+        self.assertEqual(len(wanted['a']), self.g.run(
+            ['ip', 'xfrm', 'policy', 'list'], netns='a').stdout.count(
+                'action block'))
+        self.assertEqual('', self.g.run(['ip', 'xfrm', 'state', 'list'],
+                                        netns='a').stdout)
         received, pcap = self.probe('dropin')
         self.assertEqual(0, received)
         self.assertEqual(0, wire.cleartext(pcap))
@@ -740,6 +757,17 @@ class TestServiceStopOnTheWire(TwoNodes):
         self.deploy(out)
         self.wait_established()
         self.assertEqual(wanted['a'], self.lw['a'].net())
+
+        # a crash: pluto's SAs and policies left behind, flushed with the
+        # net put back in the same ip run
+        self.stop_as_the_service('a', dropin=True, crash=True)
+        self.assertEqual(wanted['a'], self.lw['a'].net())
+        self.assertEqual('', self.g.run(['ip', 'xfrm', 'state', 'list'],
+                                        netns='a').stdout)
+        received, pcap = self.probe('crash')
+        self.assertEqual(0, received)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
 
 
 class Module(object):

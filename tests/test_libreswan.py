@@ -225,8 +225,9 @@ class TestServiceDropin(base.TestCase):
             unit = overcloud.exec_stop_post(f.read())
         self.assertEqual(list(libreswan.UNIT_STOP_POST), unit)
         self.assertEqual(
-            ['/bin/sh -c \'test "$EXIT_STATUS" = 12 || exec /sbin/ip -force '
-             '-batch /%s\'' % names.STOP_BATCH, unit[1]],
+            ['/bin/sh -c \'test "$EXIT_STATUS" = 0 || test "$EXIT_STATUS" = '
+             '12 || exec /sbin/ip -force -batch /%s\'' % names.STOP_BATCH,
+             unit[1]],
             overcloud.exec_stop_post(libreswan.service_dropin(), unit))
         self.assertEqual((0, ''), self.verify())
         # the control: a line systemd cannot parse, named with its file

@@ -508,12 +508,12 @@ class Lab(object):
         protected network they share (every 100 ms, the probe's marker),
         under a capture; the compute's pluto stops as the ipsec service
         stops it (shut down: its peers get a Delete, its own SAs and
-        policies go; then the unit's ExecStopPost flushes every xfrm
-        policy and state, and tripleo-ipsec's drop-in puts the safety net
-        back) and starts again as the service does, loading its conns from
-        its config.  Nothing may cross in clear; each pair's figure is the time
-        from the start to steady replies again (outage.steady), the phase's
-        the slowest pair's.
+        policies go; then the unit's ExecStopPost as tripleo-ipsec's
+        drop-in changes it, which keeps the safety net) and starts again
+        as the service does, loading its conns from its config.  Nothing
+        may cross in clear; each pair's figure is the time from the start
+        to steady replies again (outage.steady), the phase's the slowest
+        pair's.
         """
         node = sorted(n for n in self.oc.nodes if 'compute' in n)[0]
         hosts = {h.name: h for h in self.oc.topology.hosts}

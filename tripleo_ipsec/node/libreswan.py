@@ -467,19 +467,22 @@ def service_dropin():
     Once pluto has stopped, the unit flushes every xfrm policy and state
     (UNIT_STOP_POST; not when pluto left its state, exit 12), the net
     too: a pair would go in clear until pluto loads its conns again, or
-    for good if it does not start.  The drop-in replaces those lines with
-    the same, but the flush and the net's return in one ``ip`` run
-    (names.STOP_BATCH; ``-force``: every line, each failure reported), so
-    the net is gone for the time ip takes between two of its lines, not
-    until a later command.
+    for good if it does not start.  The drop-in replaces those lines:
+    after a clean shutdown (exit 0) pluto has removed its policies and
+    states itself and there is nothing to flush, so the net is left as it
+    is (a restart never leaves it); after a crash the flush and the net's
+    return run in one ``ip`` (names.STOP_BATCH; ``-force``: every line,
+    each failure reported), so the net is gone for the time ip takes
+    between two of its lines, not until a later command.
     """
     return ('# Installed by tripleo-ipsec (its apply module): what '
-            'libreswan\'s unit does\n# once pluto has stopped, with the '
-            'kernel\'s safety net put back in the same\n# ip run as the '
-            'flush that removes it.\n[Service]\nExecStopPost=\n'
-            'ExecStopPost=/bin/sh -c \'test "$EXIT_STATUS" = 12 || '
-            'exec /sbin/ip -force -batch /%s\'\nExecStopPost=%s\n'
-            % (names.STOP_BATCH, UNIT_STOP_POST[1]))
+            'libreswan\'s unit does\n# once pluto has stopped, without '
+            'ever leaving the kernel\'s safety net out:\n# nothing to '
+            'flush after a clean shutdown, the net back in the same ip\n'
+            '# run as the flush after a crash.\n[Service]\nExecStopPost=\n'
+            'ExecStopPost=/bin/sh -c \'test "$EXIT_STATUS" = 0 || '
+            'test "$EXIT_STATUS" = 12 || exec /sbin/ip -force -batch /%s\'\n'
+            'ExecStopPost=%s\n' % (names.STOP_BATCH, UNIT_STOP_POST[1]))
 
 
 def _end(pattern, section):

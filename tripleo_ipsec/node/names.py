@@ -40,7 +40,7 @@ PACEMAKER_COMMANDS = 'pacemaker.json'
 # and still matches every unmarked packet.
 NET_PRIORITY = 0xfffffff0
 NET_MARK = ('0', '0xffffffff')
-# What libreswan's ipsec.service does once pluto has stopped, as our
+# What libreswan's ipsec.service does once pluto has crashed, as our
 # drop-in of it does it instead (libreswan.service_dropin): every xfrm
 # policy flushed and the net put back in one ``ip -batch`` run, then every
 # state flushed.  The apply module keeps the batch up to date.

@@ -39,11 +39,12 @@ description:
     net's policies no loaded conn needs once their conns are gone.
   - Installs a drop-in of the ipsec service,
     C(/etc/systemd/system/ipsec.service.d/tripleo-ipsec.conf), whose
-    C(ExecStopPost) flushes every xfrm policy and puts the net back in one
-    C(ip -batch) run (C(/etc/ipsec.d/tripleo-ipsec-stop.batch), kept up to
-    date), where the service's own flush left the net out until the next
-    deploy (result C(service): the files it wrote; C(service_reload):
-    systemd must reread its units).  C(absent) removes both.
+    C(ExecStopPost) keeps the net where the service's own flush left it
+    out until the next deploy: nothing flushed after a clean shutdown,
+    and after a crash the flush and the net's return in one C(ip -batch)
+    run (C(/etc/ipsec.d/tripleo-ipsec-stop.batch), kept up to date).
+    Result C(service): the files it wrote; C(service_reload): systemd
+    must reread its units.  C(absent) removes both.
   - The conns are written and loaded in the syntax of the libreswan on the
     node (4.x or 5.x, from C(ipsec --version)), whichever the bundle was
     rendered for.
