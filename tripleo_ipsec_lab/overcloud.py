@@ -138,6 +138,21 @@ def exec_stop_post(text, before=()):
     return lines
 
 
+def run_stop_post(guest, netns, lines, status='0'):
+    """Run ExecStopPost LINES in node NETNS of GUEST, as systemd does.
+
+    With EXIT_STATUS STATUS (``0``: pluto shut down cleanly).  A line that
+    fails, unless marked ``-``, stops the rest, as in systemd; here it
+    raises, naming the line.
+    """
+    for line in lines:
+        result = guest.run(['env', 'EXIT_STATUS=' + status] + shlex.split(
+            line.lstrip('-')), netns=netns, check=False)
+        if result.returncode and not line.startswith('-'):
+            raise RuntimeError('%s: ExecStopPost=%s failed: %s' % (
+                netns, line, result.stderr.strip()))
+
+
 class Overcloud(object):
     """The lab's overcloud: nodes in GUEST, deployed with Ansible."""
 
@@ -349,9 +364,8 @@ class Overcloud(object):
 
         The unit's own (every xfrm policy and state flushed), as the
         node's drop-in (names.SERVICE_DROPIN) changes them when the deploy
-        installed one, with EXIT_STATUS 0 (pluto shut down cleanly).  A
-        line that fails, unless marked ``-``, stops the rest, as in
-        systemd; here it raises.  Returns the lines run.
+        installed one, after a clean shutdown (run_stop_post).  Returns
+        the lines run.
         """
         with open(IPSEC_UNIT) as f:
             lines = exec_stop_post(f.read())
@@ -360,13 +374,7 @@ class Overcloud(object):
         found = self.guest.run(['cat', dropin], check=False)
         if found.returncode == 0:
             lines = exec_stop_post(found.stdout, lines)
-        netns = self.nodes[name]['netns']
-        for line in lines:
-            result = self.guest.run(['env', 'EXIT_STATUS=0'] + shlex.split(
-                line.lstrip('-')), netns=netns, check=False)
-            if result.returncode and not line.startswith('-'):
-                raise RuntimeError('%s: ExecStopPost=%s failed: %s' % (
-                    name, line, result.stderr.strip()))
+        run_stop_post(self.guest, self.nodes[name]['netns'], lines)
         return lines
 
     def whack(self, name, *args, check=True, timeout=60):
