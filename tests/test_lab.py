@@ -156,12 +156,21 @@ class TestLabEndToEnd(base.TestCase):
                                          .values())))
         # a compute's pluto restarted under pings with its 4 peers on
         # internal_api and storage, both ways: every pair talks again.  It
-        # stopped as the ipsec service with the drop-in stops it: every
-        # xfrm policy flushed and the safety net back in one ip run
+        # stopped and started as the ipsec service with the drop-in does
+        # (mode mesh): whack --shutdown, nothing flushed after a clean
+        # stop, the flush and the net's return in one ip after a crash
         restart = report['restart']
-        self.assertEqual(overcloud.exec_stop_post(
-            libreswan.service_dropin()), restart['stop_post'])
-        self.assertIn('/' + names.STOP_BATCH, restart['stop_post'][0])
+        dropin = libreswan.service_dropin()
+        with open(overcloud.IPSEC_UNIT) as f:
+            unit = f.read()
+        self.assertEqual(
+            {'ExecStop': [libreswan.UNIT_STOP], 'ExecStartPost': [],
+             'ExecStopPost': overcloud.unit_lines(dropin, 'ExecStopPost')},
+            restart['service'])
+        self.assertEqual(overcloud.unit_lines(unit, 'ExecStop'),
+                         restart['service']['ExecStop'])
+        self.assertIn('/' + names.STOP_BATCH,
+                      restart['service']['ExecStopPost'][0])
         self.assertEqual(([], 16), (restart['never'],
                                     len(restart['recovered_s'])))
         self.assertLessEqual(restart['slowest_s'],

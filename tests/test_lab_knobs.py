@@ -545,6 +545,25 @@ class TwoNodes(base.TestCase):
     def stop(self, ns):
         stop_pluto(self.g, ns)
 
+    def service_lines(self, ns, key, dropin=True):
+        """ipsec.service's KEY lines (ExecStopPost, ...) for node NS.
+
+        libreswan's own unit (the package's on this machine), as NS's
+        drop-in changes them (DROPIN: the one the apply module wrote),
+        its paths under NS's root.
+        """
+        with open(overcloud.IPSEC_UNIT) as f:
+            lines = overcloud.unit_lines(f.read(), key)
+        if dropin:
+            root = self.roots[ns]
+            with open(os.path.join(root, names.SERVICE_DROPIN)) as f:
+                lines = overcloud.unit_lines(f.read(), key, lines)
+            # the node's / is ROOT here
+            lines = [line.replace(' /' + names.IPSEC_D + '/',
+                                  ' %s/%s/' % (root, names.IPSEC_D))
+                     for line in lines]
+        return lines
+
     def sas(self, ns):
         conn = self.lw[ns].status().get(self.conn)
         return (conn.ike_sa, conn.ipsec_sa) if conn else None
@@ -672,7 +691,7 @@ class TestServiceStopOnTheWire(TwoNodes):
         """Stop NS's pluto, then run the ExecStopPost lines as systemd does.
 
         CRASH: pluto killed (SIGKILL, EXIT_STATUS KILL), not shut down
-        (EXIT_STATUS 0).  Returns the lines run (overcloud.run_stop_post:
+        (EXIT_STATUS 0).  Returns the lines run (overcloud.run_unit_lines:
         a failing one raises).
         """
         status = '0'
@@ -683,17 +702,8 @@ class TestServiceStopOnTheWire(TwoNodes):
                         '/run/pluto-%s/pluto.ctl' % (pidfile, pidfile, ns)])
         else:
             self.stop(ns)
-        with open(overcloud.IPSEC_UNIT) as f:
-            lines = overcloud.exec_stop_post(f.read())
-        if dropin:
-            root = self.roots[ns]
-            with open(os.path.join(root, names.SERVICE_DROPIN)) as f:
-                lines = overcloud.exec_stop_post(f.read(), lines)
-            # the node's / is ROOT here
-            lines = [line.replace(' /' + names.IPSEC_D + '/',
-                                  ' %s/%s/' % (root, names.IPSEC_D))
-                     for line in lines]
-        overcloud.run_stop_post(self.g, ns, lines, status)
+        lines = self.service_lines(ns, 'ExecStopPost', dropin)
+        overcloud.run_unit_lines(self.g, ns, lines, status)
         return lines
 
     def test_the_drop_in_keeps_the_net_when_pluto_stops(self):

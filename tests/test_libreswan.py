@@ -204,13 +204,13 @@ class TestServiceDropin(base.TestCase):
             self.skipTest('systemd-analyze is missing '
                           '(apt-get install systemd)')
 
-    def verify(self, extra=''):
+    def verify(self, extra='', groups=(), addresses=()):
         units = self.tempdir()
         shutil.copy(self.UNIT, units)
         os.mkdir(os.path.join(units, 'ipsec.service.d'))
         dropin = os.path.join(units, 'ipsec.service.d', 'tripleo-ipsec.conf')
         with open(dropin, 'w') as f:
-            f.write(libreswan.service_dropin() + extra)
+            f.write(libreswan.service_dropin(groups, addresses) + extra)
         result = subprocess.run(
             ['systemd-analyze', 'verify',
              os.path.join(units, 'ipsec.service')],
@@ -222,14 +222,39 @@ class TestServiceDropin(base.TestCase):
         # the unit's lines are those the drop-in replaces (a libreswan
         # that changes them shows up here)
         with open(self.UNIT) as f:
-            unit = overcloud.exec_stop_post(f.read())
+            text = f.read()
+        unit = overcloud.unit_lines(text, 'ExecStopPost')
         self.assertEqual(list(libreswan.UNIT_STOP_POST), unit)
+        stop = overcloud.unit_lines(text, 'ExecStop')
+        self.assertEqual([libreswan.UNIT_STOP], stop)
+        self.assertEqual([], overcloud.unit_lines(text, 'ExecStartPost'))
+        mesh = libreswan.service_dropin()
         self.assertEqual(
             ['/bin/sh -c \'test "$EXIT_STATUS" = 0 || test "$EXIT_STATUS" = '
              '12 || exec /sbin/ip -force -batch /%s\'' % names.STOP_BATCH,
              unit[1]],
-            overcloud.exec_stop_post(libreswan.service_dropin(), unit))
+            overcloud.unit_lines(mesh, 'ExecStopPost', unit))
+        self.assertEqual(stop, overcloud.unit_lines(mesh, 'ExecStop', stop))
+        self.assertEqual([], overcloud.unit_lines(mesh, 'ExecStartPost'))
         self.assertEqual((0, ''), self.verify())
+        # mode group: pluto leaves its state; once the next one has routed
+        # its group conns, the node's outbound SAs go
+        groups = ['tripleo-group-storage', 'tripleo-group-internal_api']
+        addresses = ['172.16.2.11', 'fd00:fd00::5']
+        group = libreswan.service_dropin(groups, addresses)
+        self.assertEqual([libreswan.UNIT_STOP + ' --leave-state'],
+                         overcloud.unit_lines(group, 'ExecStop', stop))
+        self.assertEqual(
+            ['-%s --route --name tripleo-group-internal_api'
+             % libreswan.WHACK,
+             '-%s --route --name tripleo-group-storage' % libreswan.WHACK,
+             '-/sbin/ip xfrm state deleteall src 172.16.2.11',
+             '-/sbin/ip xfrm state deleteall src fd00:fd00::5'],
+            overcloud.unit_lines(group, 'ExecStartPost'))
+        self.assertEqual(overcloud.unit_lines(mesh, 'ExecStopPost', unit),
+                         overcloud.unit_lines(group, 'ExecStopPost', unit))
+        self.assertEqual((0, ''), self.verify(groups=groups,
+                                              addresses=addresses))
         # the control: a line systemd cannot parse, named with its file
         _, said = self.verify('ExecStopPost=/bin/sh -c "unbalanced\n')
         self.assertIn('tripleo-ipsec.conf:', said)

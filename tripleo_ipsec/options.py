@@ -160,11 +160,11 @@ KNOBS = (
     Knob(heat='IpsecMode',
          summary='mesh (a conn per peer per network), group (one '
                  'opportunistic conn per network, SAs on demand) or auto '
-                 '(mesh for now: see the operator guide)',
+                 '(group past IpsecConnBudget, else mesh)',
          opt=cfg.StrOpt(
              'mode', default='auto',
-             choices=[('auto', 'mesh, with a warning when a node\'s mesh '
-                               'would carry more SAs than conn_budget'),
+             choices=[('auto', 'group when a node\'s mesh would carry '
+                               'more SAs than conn_budget, else mesh'),
                       ('mesh', 'one conn per peer per protected network, '
                                'all negotiated at start'),
                       ('group', 'one opportunistic conn per protected '
@@ -176,10 +176,11 @@ KNOBS = (
                   'protected network over all its subnets (libreswan policy '
                   'groups), SAs negotiated on a pair\'s first packet, one '
                   'key line per peer: every address of those subnets must '
-                  'then speak IPsec or be exempted. auto: mesh for now '
-                  '(it is meant to pick group past conn_budget, but a pluto '
-                  'restart under traffic can leave group pairs blocked with '
-                  'libreswan 4.10). The plan reports the mode and why. '
+                  'then speak IPsec or be exempted. auto: group once a '
+                  'node\'s mesh would carry more SAs than conn_budget '
+                  '(and every protected network has its subnets in '
+                  'net_cidr_map), else mesh. The plan reports the mode and '
+                  'why. '
                   'Changing modes replaces every conn.')),
     Knob(heat='IpsecConnBudget', metavar='SAS',
          summary='plan and render warn when a node would carry more SAs '

@@ -371,18 +371,6 @@ def with_cert(conn, host, domain):
         conn.peer, conn.network, domain), cert=names.vip_cert(conn.vip))
 
 
-# Whether auto may pick group mode past the conn budget.  Not yet: in the
-# lab (libreswan 4.10) a pluto restarted under traffic left most of its
-# pairs blocked for good.  A peer's negotiation towards it, started on its
-# Delete and still retransmitting when the restarted pluto's own
-# negotiation of the pair completes, is dropped as superseded, and its
-# deletion puts the pair's opportunistic failure shunt (%drop) over the
-# new SA's outbound policy; after shuntlifetime the trap returns and the
-# instance ignores its ACQUIREs, as it has an SA.  Mesh conns name their
-# initiator and do not race.  An operator may still choose IpsecMode group.
-AUTO_GROUP = False
-
-
 def choose_mode(options, mesh_sas, no_subnets=()):
     """(MESH or GROUP, why): the operator's choice, or auto's.
 
@@ -391,7 +379,7 @@ def choose_mode(options, mesh_sas, no_subnets=()):
     point where a restarted pluto takes too long to negotiate them all
     again, bench/establish.py, and a mesh's conns weigh on pluto) unless a
     protected network has no subnet in net_cidr_map (``no_subnets``), which
-    a group conn covers; while AUTO_GROUP is off it stays mesh and says so.
+    a group conn covers.
     """
     if options.mode in (MESH, GROUP):
         return options.mode, 'IpsecMode %s' % options.mode
@@ -405,11 +393,6 @@ def choose_mode(options, mesh_sas, no_subnets=()):
             return MESH, why + (', but network %s has no subnet in '
                                 'net_cidr_map for a group conn'
                                 % ', '.join(no_subnets))
-        if not AUTO_GROUP:
-            return MESH, why + (', but auto does not pick group mode yet: '
-                                'a pluto restart under traffic can leave '
-                                'its pairs blocked (libreswan 4.10); '
-                                'IpsecMode group takes it')
         return GROUP, why
     return MESH, ('auto: at most %d SAs per node in a mesh%s' % (
         worst[1], ', within the conn budget of %d' % budget if budget

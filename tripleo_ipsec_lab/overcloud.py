@@ -35,6 +35,7 @@ import time
 
 import yaml
 
+from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec import options
 from tripleo_ipsec import plan
@@ -124,33 +125,42 @@ def make_cib(path, vips, controllers, env=None):
                 'interval=10s'])
 
 
-def exec_stop_post(text, before=()):
-    """A unit's ExecStopPost lines once TEXT is read on top of BEFORE.
+def unit_lines(text, key, before=()):
+    """A unit's KEY lines (ExecStopPost, ...) once TEXT is read on BEFORE.
 
-    TEXT: the unit, or a drop-in of it; an empty ExecStopPost= resets the
+    TEXT: the unit, or a drop-in of it; an empty ``KEY=`` resets the
     lines, as in systemd.
     """
     lines = list(before)
     for line in text.splitlines():
-        if line.startswith('ExecStopPost='):
+        if line.startswith(key + '='):
             value = line.split('=', 1)[1]
             lines = lines + [value] if value else []
     return lines
 
 
-def run_stop_post(guest, netns, lines, status='0'):
-    """Run ExecStopPost LINES in node NETNS of GUEST, as systemd does.
+def run_unit_lines(guest, netns, lines, status='0', ctlsocket=None):
+    """Run a unit's command LINES in node NETNS of GUEST, as systemd does.
 
-    With EXIT_STATUS STATUS (``0``: pluto shut down cleanly).  A line that
-    fails, unless marked ``-``, stops the rest, as in systemd; here it
-    raises, naming the line.
+    With EXIT_STATUS STATUS (``0``: pluto shut down cleanly); whack
+    (libreswan.WHACK) talks to the node's pluto at CTLSOCKET, if given.
+    A line that fails, unless marked ``-``, stops the rest, as in
+    systemd; here it raises, naming the line.  Returns the ``-`` lines
+    that failed, each with what it said: [(line, stderr), ...].
     """
+    failed = []
     for line in lines:
-        result = guest.run(['env', 'EXIT_STATUS=' + status] + shlex.split(
-            line.lstrip('-')), netns=netns, check=False)
+        args = shlex.split(line.lstrip('-'))
+        if ctlsocket and args[0] == libreswan.WHACK:
+            args[1:1] = ['--ctlsocket', ctlsocket]
+        result = guest.run(['env', 'EXIT_STATUS=' + status] + args,
+                           netns=netns, check=False)
         if result.returncode and not line.startswith('-'):
-            raise RuntimeError('%s: ExecStopPost=%s failed: %s' % (
+            raise RuntimeError('%s: %s failed: %s' % (
                 netns, line, result.stderr.strip()))
+        if result.returncode:
+            failed.append((line, result.stderr.strip()))
+    return failed
 
 
 class Overcloud(object):
@@ -314,10 +324,33 @@ class Overcloud(object):
                 return network.prefixlen
         raise ValueError('%s is in none of %s' % (address, net))
 
-    def start_pluto(self, name, config=None, secrets=None, timeout=60):
+    def service_lines(self, name):
+        """ipsec.service's lines for node NAME: {key: [command, ...]}.
+
+        ExecStop, ExecStartPost and ExecStopPost of libreswan's own unit
+        as the node's drop-in (names.SERVICE_DROPIN) changes them when
+        the deploy installed one.
+        """
+        with open(IPSEC_UNIT) as f:
+            unit = f.read()
+        dropin = os.path.join('/etc/netns', name, os.path.relpath(
+            names.SERVICE_DROPIN, 'etc'))
+        found = self.guest.run(['cat', dropin], check=False)
+        dropin = found.stdout if found.returncode == 0 else ''
+        return {'ExecStop': unit_lines(dropin, 'ExecStop',
+                                       unit_lines(unit, 'ExecStop')),
+                'ExecStartPost': unit_lines(dropin, 'ExecStartPost',
+                                            unit_lines(unit, 'ExecStartPost')),
+                'ExecStopPost': unit_lines(dropin, 'ExecStopPost',
+                                           unit_lines(unit, 'ExecStopPost'))}
+
+    def start_pluto(self, name, config=None, secrets=None, timeout=60,
+                    as_service=False):
         """Start NAME's pluto as the ipsec service would.
 
-        Returns once it listens for IKE on every address of the node.
+        Returns once pluto listens for IKE on every address of the node
+        (once it has loaded its conns).  AS_SERVICE: then the service's
+        ExecStartPost lines (service_lines); returns them.
         """
         node = self.nodes[name]
         self.guest.run(
@@ -336,20 +369,42 @@ class Overcloud(object):
             listening = {line.split()[-1] for line in out.splitlines()
                          if line.startswith('000 interface ')}
             if want <= listening:
-                return
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError('pluto of %s does not listen on %s'
                                    % (name, sorted(want - listening)))
             time.sleep(0.05)
+        post = self.service_lines(name)['ExecStartPost'] if as_service \
+            else []
+        failed = run_unit_lines(self.guest, node['netns'], post,
+                                ctlsocket=node['ctlsocket'])
+        if failed:
+            raise RuntimeError('%s: ExecStartPost failed: %r' % (name,
+                                                                 failed))
+        return post
 
     def stop_pluto(self, name, timeout=30, as_service=False):
         """Shut NAME's pluto down and wait until it is gone.
 
-        AS_SERVICE: then as libreswan's ipsec.service goes on once pluto
-        is gone, its ExecStopPost lines (service_stop_post); returns them.
+        AS_SERVICE: as libreswan's ipsec.service does (service_lines): its
+        ExecStop (``whack --shutdown``, its options as the drop-in gives
+        them), then once pluto is gone its ExecStopPost lines, with the
+        exit status that stop gives (12 when pluto leaves its state).
+        Returns the lines run: {key: [command, ...]}.
         """
         node = self.nodes[name]
-        self.whack(name, '--shutdown', check=False)
+        args = ['--shutdown']
+        lines = {}
+        if as_service:
+            lines = self.service_lines(name)
+            lines.pop('ExecStartPost')
+            stop = lines['ExecStop']
+            if len(stop) != 1 or not stop[0].startswith(
+                    libreswan.UNIT_STOP):
+                raise RuntimeError('%s: ExecStop %r is not whack --shutdown'
+                                   % (name, stop))
+            args = shlex.split(stop[0])[1:]
+        self.whack(name, *args, check=False)
         pidfile = os.path.join(node['rundir'], 'pluto.pid')
         deadline = time.monotonic() + timeout
         while self.guest.run(['test', '-e', pidfile], check=False).\
@@ -357,24 +412,9 @@ class Overcloud(object):
             if time.monotonic() > deadline:
                 raise RuntimeError('pluto of %s did not stop' % name)
             time.sleep(0.05)
-        return self.service_stop_post(name) if as_service else []
-
-    def service_stop_post(self, name):
-        """Run ipsec.service's ExecStopPost lines in node NAME, as systemd.
-
-        The unit's own (every xfrm policy and state flushed), as the
-        node's drop-in (names.SERVICE_DROPIN) changes them when the deploy
-        installed one, after a clean shutdown (run_stop_post).  Returns
-        the lines run.
-        """
-        with open(IPSEC_UNIT) as f:
-            lines = exec_stop_post(f.read())
-        dropin = os.path.join('/etc/netns', name, os.path.relpath(
-            names.SERVICE_DROPIN, 'etc'))
-        found = self.guest.run(['cat', dropin], check=False)
-        if found.returncode == 0:
-            lines = exec_stop_post(found.stdout, lines)
-        run_stop_post(self.guest, self.nodes[name]['netns'], lines)
+        if as_service:
+            run_unit_lines(self.guest, node['netns'], lines['ExecStopPost'],
+                           '12' if '--leave-state' in args else '0')
         return lines
 
     def whack(self, name, *args, check=True, timeout=60):

@@ -506,11 +506,13 @@ class Lab(object):
 
         Every peer pings the compute, and the compute every peer, on every
         protected network they share (every 100 ms, the probe's marker),
-        under a capture; the compute's pluto stops as the ipsec service
-        stops it (shut down: its peers get a Delete, its own SAs and
-        policies go; then the unit's ExecStopPost as tripleo-ipsec's
-        drop-in changes it, which keeps the safety net) and starts again
-        as the service does, loading its conns from its config.  Nothing
+        under a capture; the compute's pluto stops and starts again as the
+        ipsec service does with tripleo-ipsec's drop-in (overcloud's
+        service_lines; mode mesh: shut down, its peers get a Delete, its
+        own SAs and policies go, the safety net stays; mode group: shut
+        down leaving its state, its outbound SAs removed once the next
+        pluto has routed its group conns), loading its conns from its
+        config.  Nothing
         may cross in clear; each pair's figure is the time from the start
         to steady replies again (outage.steady), the phase's the slowest
         pair's.
@@ -536,13 +538,17 @@ class Lab(object):
                 ['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 -p %s %s > %s'
                  % (wire.MARKER.hex(), hosts[dst].addresses[net], log)],
                 netns=self.oc.nodes[src]['netns']))
-        took, stop_post = {}, []
+        took, service = {}, {}
         try:
             time.sleep(2)
-            stop_post = self.oc.stop_pluto(node, as_service=True)
+            service = self.oc.stop_pluto(node, as_service=True)
             time.sleep(2)
             started = time.time()
-            self.oc.start_pluto(node)
+            service['ExecStartPost'] = self.oc.start_pluto(node,
+                                                           as_service=True)
+            # steady from here on: in mode group the old SAs carry the
+            # traffic until the drop-in's ExecStartPost removes them
+            posted = time.time()
             limit = RESTART_LIMIT_S * self.scale
             while time.time() - started < limit:
                 for (src, dst, net), log in zip(flows, logs):
@@ -550,7 +556,7 @@ class Lab(object):
                     if key in took:
                         continue
                     with open(log) as f:
-                        at = outage.steady(outage.replies(f.read()), started)
+                        at = outage.steady(outage.replies(f.read()), posted)
                     if at is not None:
                         took[key] = round(at - started, 1)
                 if len(took) == len(flows):
@@ -565,7 +571,7 @@ class Lab(object):
         self.report['restart'] = {'node': node, 'recovered_s': took,
                                   'never': waiting, 'slowest_s': slowest,
                                   'mode': self.oc.plan.mode,
-                                  'stop_post': stop_post,
+                                  'service': service,
                                   'capture': seen}
         self.say('  %s: every pair talks again %s after its pluto started'
                  % (node, '%.1f s' % slowest if not waiting and took
@@ -599,8 +605,9 @@ class Lab(object):
         after = self.all_sas()
         missing = {n: sorted(self.expected(n) - set(after[n]))
                    for n in self.oc.nodes}
-        renegotiated = {n: sorted(c for c, s in sas.items()
-                                  if after[n].get(c) != s)
+        # {node: {SA: [newest child serial before, after]}}
+        renegotiated = {n: {c: [s, after[n].get(c)] for c, s in
+                            sorted(sas.items()) if after[n].get(c) != s}
                         for n, sas in before.items()}
         self.report['scale_out'] = {'new': new, 'capture': seen,
                                     'renegotiated': renegotiated}

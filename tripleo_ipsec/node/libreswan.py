@@ -369,16 +369,15 @@ class Libreswan(object):
         self.whack('--delete', '--name', name)
 
     def acquire_expires(self, seconds, check=False):
-        """Lower the kernel's ACQUIRE lifetime to SECONDS; whether it did.
+        """Set the kernel's ACQUIRE lifetime to SECONDS; whether it changed.
 
-        Left alone when it is already that low or lower; CHECK only says
-        whether it would change.  ``sysctl`` runs where pluto is (the
-        command's prefix, if any).
+        CHECK only says whether it would change.  ``sysctl`` runs where
+        pluto is (the command's prefix, if any).
         """
         current = int(self._run(self.ipsec[:-1] + [
             'sysctl', '-n', ACQ_EXPIRES]).stdout.strip())
-        if current <= seconds or check:
-            return current > seconds
+        if current == seconds or check:
+            return current != seconds
         self._run(self.ipsec[:-1] + ['sysctl', '-q', '-w', '%s=%d' % (
             ACQ_EXPIRES, seconds)])
         return True
@@ -442,8 +441,11 @@ def net_policy(op, src, dst, direction):
     return args + ['action', 'block']
 
 
-# libreswan's ipsec.service, once pluto has stopped (Debian 12's 4.10 and
-# RHEL's alike); service_dropin replaces them
+# libreswan's ipsec.service (Debian 12's 4.10 and RHEL's alike): how it
+# stops pluto, and its lines once pluto has stopped; service_dropin
+# replaces them
+WHACK = '/usr/libexec/ipsec/whack'
+UNIT_STOP = WHACK + ' --shutdown'
 UNIT_STOP_POST = (
     '/bin/bash -c \'if test "$EXIT_STATUS" != "12"; then /sbin/ip xfrm '
     'policy flush; /sbin/ip xfrm state flush; fi\'',
@@ -461,7 +463,15 @@ def stop_batch(net):
         'xfrm state flush\n')
 
 
-def service_dropin():
+def group_addresses(manifest):
+    """The node's own addresses on its group conns' networks, sorted."""
+    groups = set(group_conns(manifest).values())
+    return sorted({_net_end(local) for key, (local, _) in
+                   manifest.get('net', {}).items()
+                   if key.split('#', 1)[0] in groups})
+
+
+def service_dropin(groups=(), addresses=()):
     """The drop-in of libreswan's ipsec.service (names.SERVICE_DROPIN).
 
     Once pluto has stopped, the unit flushes every xfrm policy and state
@@ -474,15 +484,44 @@ def service_dropin():
     return run in one ``ip`` (names.STOP_BATCH; ``-force``: every line,
     each failure reported), so the net is gone for the time ip takes
     between two of its lines, not until a later command.
+
+    GROUPS, ADDRESSES (mode group: the node's group conns, and its
+    addresses on their networks, group_addresses): pluto stops leaving
+    its state (``whack --shutdown --leave-state``, exit 12), so its peers
+    get no Delete and keep their SAs, and the node's traffic keeps its
+    old ones.  Once the next pluto has its group conns routed (``whack
+    --route``: it waits for pluto), the node's outbound SAs from those
+    addresses go, and so do the kernel's ACQUIRE states made while no
+    pluto was there to take them (each would hold its pair's next ACQUIRE
+    back for net.core.xfrm_acq_expires); its inbound SAs stay, so a
+    peer's packets still arrive and their answers ask the new pluto for
+    an SA too.  Only the restarted pluto negotiates, its peers answer.
+    With a Delete each peer negotiated too, towards a pluto not there
+    yet, and libreswan 4.x put a pair whose two negotiations crossed
+    behind its failure shunt for good (render.py has the figures).
     """
-    return ('# Installed by tripleo-ipsec (its apply module): what '
+    text = ('# Installed by tripleo-ipsec (its apply module): what '
             'libreswan\'s unit does\n# once pluto has stopped, without '
             'ever leaving the kernel\'s safety net out:\n# nothing to '
             'flush after a clean shutdown, the net back in the same ip\n'
-            '# run as the flush after a crash.\n[Service]\nExecStopPost=\n'
-            'ExecStopPost=/bin/sh -c \'test "$EXIT_STATUS" = 0 || '
-            'test "$EXIT_STATUS" = 12 || exec /sbin/ip -force -batch /%s\'\n'
-            'ExecStopPost=%s\n' % (names.STOP_BATCH, UNIT_STOP_POST[1]))
+            '# run as the flush after a crash.\n')
+    if groups:
+        text += ('# Mode group: pluto stops leaving its state (its peers '
+                 'keep their SAs and\n# wait for it); once the next one '
+                 'has routed its group conns, the node\'s\n# outbound SAs '
+                 'go and its traffic asks it for new ones.\n')
+    text += '[Service]\n'
+    if groups:
+        text += ('ExecStop=\nExecStop=%s --leave-state\n' % UNIT_STOP +
+                 ''.join('ExecStartPost=-%s --route --name %s\n' % (
+                     WHACK, name) for name in sorted(groups)) +
+                 ''.join('ExecStartPost=-/sbin/ip xfrm state deleteall '
+                         'src %s\n' % a for a in addresses))
+    return text + (
+        'ExecStopPost=\n'
+        'ExecStopPost=/bin/sh -c \'test "$EXIT_STATUS" = 0 || '
+        'test "$EXIT_STATUS" = 12 || exec /sbin/ip -force -batch /%s\'\n'
+        'ExecStopPost=%s\n' % (names.STOP_BATCH, UNIT_STOP_POST[1]))
 
 
 def _end(pattern, section):

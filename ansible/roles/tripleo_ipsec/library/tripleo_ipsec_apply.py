@@ -115,6 +115,8 @@ from ansible.module_utils.tripleo_ipsec_libreswan import holder_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import Libreswan  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import LibreswanError  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import stop_batch  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import group_addresses  # noqa
+from ansible.module_utils.tripleo_ipsec_libreswan import group_conns  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import net_wanted  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import service_dropin  # noqa
 from ansible.module_utils.tripleo_ipsec_libreswan import parse_manifest  # noqa
@@ -233,9 +235,11 @@ def present(module, lw, root, files, manifest_path):
     result['net_added'] = [_net_entry(k) for k in net_add]
     result['net_removed'] = [_net_entry(k) for k in net_drop]
     # the ipsec service's drop-in and its batch: the flush once pluto has
-    # stopped, and the net back in the same ip run
+    # stopped, and the net back in the same ip run; in mode group a stop
+    # that leaves pluto's state (no Delete to the peers)
     service = {names.STOP_BATCH: stop_batch(want_net).encode(),
-               names.SERVICE_DROPIN: service_dropin().encode()}
+               names.SERVICE_DROPIN: service_dropin(
+                   group_conns(new).values(), group_addresses(new)).encode()}
     result['service'] = ['/' + rel for rel, content in sorted(service.items())
                          if not _same(os.path.join(root, rel), content,
                                       0o644)]
@@ -290,9 +294,9 @@ def present(module, lw, root, files, manifest_path):
     for rel, entry in files.items():
         if rel.endswith('.conf'):
             sections.update(split_conf(entry['content']))
-    # mode group: a pair whose peer restarted waits for the kernel's
-    # ACQUIRE state of its last negotiation to expire (render.py has the
-    # figures): lowered before the group conns' traps go in
+    # mode group: the kernel's ACQUIRE lifetime, which also bounds an SPI
+    # pluto reserved until its SA goes in (render.py has the figures), set
+    # before the group conns' traps go in
     if acquire:
         lw.acquire_expires(acquire)
     failed = lw.add(sections, touched)
