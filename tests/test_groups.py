@@ -334,6 +334,21 @@ class GroupNodes(knobs.TwoNodes):
         super().setUp()
         self.addOnException(self.attach_logs)
 
+    def group_pair(self):
+        """The guest, a and b of a cloud in mode group, their plutos up.
+
+        Returns the render's output (each node's bundle, not deployed).
+        """
+        self.boot(synth.net_cidr_map())
+        the_plan = base.make_plan(self.topo, mode='group')
+        out = os.path.join(self.work, 'group')
+        render.write(the_plan, self.key, out)
+        self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
+        self.address = {ns: the_plan.hosts[self.hosts[ns]].groups[0].left
+                        for ns in self.NODES}
+        self.bring_up()
+        return out
+
     def attach_logs(self, exc_info):
         for ns in self.NODES:
             path = os.path.join(getattr(self, 'work', ''), 'pluto-%s.log' % ns)
@@ -433,14 +448,8 @@ class TestGroupOnTheWire(GroupNodes):
             self.g.wait(pid)
 
     def test_first_packets_and_a_restart(self):
-        g = self.boot(synth.net_cidr_map())
-        the_plan = base.make_plan(self.topo, mode='group')
-        out = os.path.join(self.work, 'group')
-        render.write(the_plan, self.key, out)
-        self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
-        self.address = {ns: the_plan.hosts[self.hosts[ns]].groups[0].left
-                        for ns in self.NODES}
-        self.bring_up()
+        out = self.group_pair()
+        g = self.g
         # an SPI lives as long as the kernel's ACQUIRE state
         self.assertFalse(self.spi_outlives(3))
         self.assertTrue(self.spi_outlives(render.GROUP_ACQUIRE_EXPIRES))
@@ -597,14 +606,7 @@ class TestGroupRestartAsTheService(GroupNodes):
             return [line for line in f if 'initiate on-demand' in line]
 
     def test_restarts_recover_both_ways(self):
-        self.boot(synth.net_cidr_map())
-        the_plan = base.make_plan(self.topo, mode='group')
-        out = os.path.join(self.work, 'group')
-        render.write(the_plan, self.key, out)
-        self.hosts = dict(zip(self.NODES, sorted(the_plan.hosts)))
-        self.address = {ns: the_plan.hosts[self.hosts[ns]].groups[0].left
-                        for ns in self.NODES}
-        self.bring_up()
+        out = self.group_pair()
         self.deploy(out)
         self.first_packets()
         log_a = os.path.join(self.work, 'pluto-a.log')

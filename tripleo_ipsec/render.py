@@ -56,8 +56,8 @@ SHUNTS = {
 # - the ipsec service's restart with our drop-in (pluto leaves its state;
 #   once the next one has routed its group conn the node's outbound SAs
 #   go; both ends pinging): answered all the while pluto was down, and
-#   steady both ways, once that removal had run, 5.6-5.8 s after the
-#   start (three restarts); only the restarted pluto negotiates
+#   steady both ways, once that removal had run, 4.2-5.8 s after the
+#   start (six restarts); only the restarted pluto negotiates
 #   (libreswan.service_dropin has why; tests/test_groups.py);
 # - a restart with a Delete to the peers (``whack --shutdown`` by hand):
 #   the peer's traffic came back 15.7-25.3 s after the start, held back by
