@@ -491,14 +491,16 @@ def service_dropin(groups=(), addresses=()):
     get no Delete and keep their SAs, and the node's traffic keeps its
     old ones.  Once the next pluto has its group conns routed (``whack
     --route``: it waits for pluto), the node's outbound SAs from those
-    addresses go, and so do the kernel's ACQUIRE states made while no
-    pluto was there to take them (each would hold its pair's next ACQUIRE
-    back for net.core.xfrm_acq_expires); its inbound SAs stay, so a
-    peer's packets still arrive and their answers ask the new pluto for
-    an SA too.  Only the restarted pluto negotiates, its peers answer.
-    With a Delete each peer negotiated too, towards a pluto not there
-    yet, and libreswan 4.x put a pair whose two negotiations crossed
-    behind its failure shunt for good (render.py has the figures).
+    addresses go: a packet sent while no pluto listened would leave an
+    ACQUIRE state that holds its pair back for net.core.xfrm_acq_expires
+    (ip cannot delete those: a pair whose first packet went out while
+    pluto was down makes the line fail, which the ``-`` lets systemd log
+    and pass).  Its inbound SAs stay, so a peer's packets still arrive
+    and their answers ask the new pluto for an SA too.  Only the
+    restarted pluto negotiates, its peers answer.  With a Delete each
+    peer negotiated too, towards a pluto not there yet, and libreswan 4.x
+    put a pair whose two negotiations crossed behind its failure shunt
+    for good (render.py has the figures).
     """
     text = ('# Installed by tripleo-ipsec (its apply module): what '
             'libreswan\'s unit does\n# once pluto has stopped, without '
