@@ -306,7 +306,7 @@ COMMANDS = {'inventory': cmd_inventory, 'plan': cmd_plan,
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP: unwinds like an error, so cleanups run.
+    """SIGTERM, SIGHUP or SIGINT: unwinds like an error, so cleanups run.
 
     A BaseException, as KeyboardInterrupt is: a library's ``except
     Exception`` must not turn it into its own error (jinja2's lexer did,
@@ -321,7 +321,8 @@ def _terminate(signum, frame):
 def main(argv=None):
     # render's temporary tree holds secrets: a kill that can be caught
     # unwinds through its cleanup instead of ending the process on the spot
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # (^C included: one line, not a traceback)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _terminate)
     args = build_parser().parse_args(argv)
     logging.basicConfig(

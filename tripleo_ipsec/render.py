@@ -424,6 +424,18 @@ CHUNKS_PER_WORKER = 8
 _SHARED = {}
 
 
+def _worker_start(mask):
+    """A worker ends on the signals that stop render, quietly.
+
+    Forked with them held (see _write_hosts): the CLI's handler would
+    raise in the worker too, and pool.terminate() sends each one SIGTERM;
+    the parent unwinds and cleans up, the workers just go.
+    """
+    for signum in _HELD:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _derive_share(part):
     _, _, _, derive, parts = _SHARED['job']
     derive.derive(part, parts)
@@ -449,6 +461,7 @@ def _write_hosts(the_plan, master_key, tmp):
                    the_plan.members if the_plan.options.auth == 'psk'
                    else None)
     _SHARED['job'] = (the_plan, master_key, tmp, derive, workers)
+    mask = None
     # the plan is millions of objects at scale and makes no garbage: out of
     # the collector's sight while render runs (it walked them all, again
     # and again, a third of render's time), and not written to by a
@@ -463,7 +476,13 @@ def _write_hosts(the_plan, master_key, tmp):
         size = -(-len(hosts) // (workers * CHUNKS_PER_WORKER))
         chunks = [hosts[i:i + size] for i in range(0, len(hosts), size)]
         written = {}
-        with multiprocessing.get_context('fork').Pool(workers) as pool:
+        # forked with the stopping signals held, so no worker runs the
+        # parent's handler before its initializer resets it; the parent
+        # takes any held signal once the pool is there to terminate
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        with multiprocessing.get_context('fork').Pool(
+                workers, _worker_start, (mask,)) as pool:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             pool.map(_derive_share, range(workers), chunksize=1)
             for part in pool.imap_unordered(_render_chunk, chunks):
                 written.update(part)
@@ -472,6 +491,9 @@ def _write_hosts(the_plan, master_key, tmp):
         gc.unfreeze()
         _SHARED.clear()
         derive.close()
+        if mask is not None:
+            # again (a no-op) unless the pool failed to start
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _check_out(out):
