@@ -94,10 +94,7 @@ def start_pluto(g, ns, conf, secrets, log, ipsecdir=None):
 
 def stop_pluto(g, ns):
     """Shut node NS's pluto down and wait until it is gone."""
-    g.run([WHACK, '--ctlsocket', '/run/pluto-%s/pluto.ctl' % ns,
-           '--shutdown'], netns=ns)
-    g.run(['/bin/sh', '-c', 'while [ -e /run/pluto-%s/pluto.pid ]; '
-           'do sleep 0.1; done' % ns], timeout=60)
+    overcloud.shutdown_pluto(g, ns, '/run/pluto-%s/pluto.ctl' % ns)
 
 
 def capture(test, g, pcap, send):
@@ -545,24 +542,22 @@ class TwoNodes(base.TestCase):
     def stop(self, ns):
         stop_pluto(self.g, ns)
 
-    def service_lines(self, ns, key, dropin=True):
-        """ipsec.service's KEY lines (ExecStopPost, ...) for node NS.
+    def service_lines(self, ns, dropin=True):
+        """ipsec.service's lines for node NS (overcloud.service_lines).
 
         libreswan's own unit (the package's on this machine), as NS's
         drop-in changes them (DROPIN: the one the apply module wrote),
         its paths under NS's root.
         """
-        with open(overcloud.IPSEC_UNIT) as f:
-            lines = overcloud.unit_lines(f.read(), key)
-        if dropin:
-            root = self.roots[ns]
-            with open(os.path.join(root, names.SERVICE_DROPIN)) as f:
-                lines = overcloud.unit_lines(f.read(), key, lines)
-            # the node's / is ROOT here
-            lines = [line.replace(' /' + names.IPSEC_D + '/',
-                                  ' %s/%s/' % (root, names.IPSEC_D))
-                     for line in lines]
-        return lines
+        if not dropin:
+            return overcloud.service_lines()
+        root = self.roots[ns]
+        with open(os.path.join(root, names.SERVICE_DROPIN)) as f:
+            lines = overcloud.service_lines(f.read())
+        # the node's / is ROOT here
+        return {key: [line.replace(' /' + names.IPSEC_D + '/',
+                                   ' %s/%s/' % (root, names.IPSEC_D))
+                      for line in value] for key, value in lines.items()}
 
     def sas(self, ns):
         conn = self.lw[ns].status().get(self.conn)
@@ -587,6 +582,14 @@ class TwoNodes(base.TestCase):
                            netns='a', check=False)))
         match = re.search(r'(\d+) received', result[0].stdout)
         return int(match.group(1)) if match else 0, pcap
+
+    def assert_nothing_leaves(self, tag):
+        """a's probe to b: no reply, nothing in clear, no marker."""
+        received, pcap = self.probe(tag)
+        self.assertEqual(
+            {'received': 0, 'cleartext': 0, 'marker': 0},
+            {'received': received, 'cleartext': wire.cleartext(pcap),
+             'marker': wire.marker_hits(pcap)}, tag)
 
 
 class TestStagedOnTheWire(TwoNodes):
@@ -667,10 +670,7 @@ class TestStagedOnTheWire(TwoNodes):
                                        .routing for ns in self.NODES})
         # the same stop: dropped, not a packet in clear
         self.stop('b')
-        received, pcap = self.probe('private-b-stopped')
-        self.assertEqual(0, received)
-        self.assertEqual(0, wire.cleartext(pcap))
-        self.assertEqual(0, wire.marker_hits(pcap))
+        self.assert_nothing_leaves('private-b-stopped')
 
 
 class TestServiceStopOnTheWire(TwoNodes):
@@ -694,17 +694,16 @@ class TestServiceStopOnTheWire(TwoNodes):
         (EXIT_STATUS 0).  Returns the lines run (overcloud.run_unit_lines:
         a failing one raises).
         """
-        status = '0'
-        if crash:
-            status = 'KILL'
-            pidfile = '/run/pluto-%s/pluto.pid' % ns
-            self.g.run(['sh', '-c', 'kill -9 $(cat %s) && rm -f %s '
-                        '/run/pluto-%s/pluto.ctl' % (pidfile, pidfile, ns)])
-        else:
-            self.stop(ns)
-        lines = self.service_lines(ns, 'ExecStopPost', dropin)
-        overcloud.run_unit_lines(self.g, ns, lines, status)
-        return lines
+        lines = self.service_lines(ns, dropin)
+        if not crash:
+            overcloud.shutdown_pluto(self.g, ns, '/run/pluto-%s/pluto.ctl'
+                                     % ns, lines)
+            return lines['ExecStopPost']
+        pidfile = '/run/pluto-%s/pluto.pid' % ns
+        self.g.run(['sh', '-c', 'kill -9 $(cat %s) && rm -f %s '
+                    '/run/pluto-%s/pluto.ctl' % (pidfile, pidfile, ns)])
+        overcloud.run_unit_lines(self.g, ns, lines['ExecStopPost'], 'KILL')
+        return lines['ExecStopPost']
 
     def test_the_drop_in_keeps_the_net_when_pluto_stops(self):
         self.boot()
@@ -746,16 +745,17 @@ class TestServiceStopOnTheWire(TwoNodes):
         # alone in the kernel (nothing to flush), and the drop-in keeps it
         ran = self.stop_as_the_service('a', dropin=True)
         self.assertIn('-batch', ran[0])
+        # a stop with no pluto to stop says so (whack cannot connect)
+        self.assertRaisesRegex(RuntimeError, 'whack --shutdown failed',
+                               overcloud.shutdown_pluto, self.g, 'a',
+                               '/run/pluto-a/pluto.ctl')
         self.assertEqual(wanted['a'], self.lw['a'].net())
         self.assertEqual(len(wanted['a']), self.g.run(
             ['ip', 'xfrm', 'policy', 'list'], netns='a').stdout.count(
                 'action block'))
         self.assertEqual('', self.g.run(['ip', 'xfrm', 'state', 'list'],
                                         netns='a').stdout)
-        received, pcap = self.probe('dropin')
-        self.assertEqual(0, received)
-        self.assertEqual(0, wire.cleartext(pcap))
-        self.assertEqual(0, wire.marker_hits(pcap))
+        self.assert_nothing_leaves('dropin')
         # pluto back: its policies over the net, the pair talks again
         self.start('a')
         self.deploy(out)
@@ -768,10 +768,7 @@ class TestServiceStopOnTheWire(TwoNodes):
         self.assertEqual(wanted['a'], self.lw['a'].net())
         self.assertEqual('', self.g.run(['ip', 'xfrm', 'state', 'list'],
                                         netns='a').stdout)
-        received, pcap = self.probe('crash')
-        self.assertEqual(0, received)
-        self.assertEqual(0, wire.cleartext(pcap))
-        self.assertEqual(0, wire.marker_hits(pcap))
+        self.assert_nothing_leaves('crash')
 
 
 class Module(object):

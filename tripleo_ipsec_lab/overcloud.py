@@ -163,6 +163,54 @@ def run_unit_lines(guest, netns, lines, status='0', ctlsocket=None):
     return failed
 
 
+SERVICE_KEYS = ('ExecStop', 'ExecStartPost', 'ExecStopPost')
+
+
+def service_lines(dropin=''):
+    """ipsec.service's lines as DROPIN (a drop-in's text) changes them.
+
+    {key: [command, ...]} for SERVICE_KEYS, from libreswan's own unit
+    (IPSEC_UNIT: the package's on this machine).
+    """
+    with open(IPSEC_UNIT) as f:
+        unit = f.read()
+    return {key: unit_lines(dropin, key, unit_lines(unit, key))
+            for key in SERVICE_KEYS}
+
+
+def shutdown_pluto(guest, netns, ctlsocket, lines=None, timeout=30):
+    """Shut NETNS's pluto down as ipsec.service does; wait until it is gone.
+
+    LINES (service_lines; by default ``whack --shutdown`` alone): their
+    ExecStop, which must be whack's shutdown (its options as the drop-in
+    gives them), pointed at CTLSOCKET; once pluto's pid file (beside
+    CTLSOCKET, in its rundir) is gone, the ExecStopPost lines with the
+    exit status that stop gives: 12 when pluto leaves its state.  Returns
+    that status.
+    """
+    lines = lines or {'ExecStop': [libreswan.UNIT_STOP], 'ExecStopPost': []}
+    stop = lines['ExecStop']
+    if len(stop) != 1 or not stop[0].startswith(libreswan.UNIT_STOP):
+        raise RuntimeError('%s: ExecStop %r is not whack --shutdown'
+                           % (netns, stop))
+    args = shlex.split(stop[0])
+    result = guest.run([args[0], '--ctlsocket', ctlsocket] + args[1:],
+                       netns=netns, check=False)
+    if result.returncode:
+        raise RuntimeError('%s: %s failed (%d): %s' % (
+            netns, stop[0], result.returncode, result.stderr.strip()))
+    pidfile = os.path.join(os.path.dirname(ctlsocket), 'pluto.pid')
+    deadline = time.monotonic() + timeout
+    while guest.run(['test', '-e', pidfile], netns=netns,
+                    check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError('%s: pluto did not stop' % netns)
+        time.sleep(0.05)
+    status = '12' if '--leave-state' in args else '0'
+    run_unit_lines(guest, netns, lines['ExecStopPost'], status)
+    return status
+
+
 class Overcloud(object):
     """The lab's overcloud: nodes in GUEST, deployed with Ansible."""
 
@@ -325,24 +373,15 @@ class Overcloud(object):
         raise ValueError('%s is in none of %s' % (address, net))
 
     def service_lines(self, name):
-        """ipsec.service's lines for node NAME: {key: [command, ...]}.
+        """ipsec.service's lines for node NAME (service_lines).
 
-        ExecStop, ExecStartPost and ExecStopPost of libreswan's own unit
-        as the node's drop-in (names.SERVICE_DROPIN) changes them when
+        As the node's drop-in (names.SERVICE_DROPIN) changes them, when
         the deploy installed one.
         """
-        with open(IPSEC_UNIT) as f:
-            unit = f.read()
         dropin = os.path.join('/etc/netns', name, os.path.relpath(
             names.SERVICE_DROPIN, 'etc'))
         found = self.guest.run(['cat', dropin], check=False)
-        dropin = found.stdout if found.returncode == 0 else ''
-        return {'ExecStop': unit_lines(dropin, 'ExecStop',
-                                       unit_lines(unit, 'ExecStop')),
-                'ExecStartPost': unit_lines(dropin, 'ExecStartPost',
-                                            unit_lines(unit, 'ExecStartPost')),
-                'ExecStopPost': unit_lines(dropin, 'ExecStopPost',
-                                           unit_lines(unit, 'ExecStopPost'))}
+        return service_lines(found.stdout if found.returncode == 0 else '')
 
     def start_pluto(self, name, config=None, secrets=None, timeout=60,
                     as_service=False):
@@ -386,36 +425,16 @@ class Overcloud(object):
     def stop_pluto(self, name, timeout=30, as_service=False):
         """Shut NAME's pluto down and wait until it is gone.
 
-        AS_SERVICE: as libreswan's ipsec.service does (service_lines): its
-        ExecStop (``whack --shutdown``, its options as the drop-in gives
-        them), then once pluto is gone its ExecStopPost lines, with the
-        exit status that stop gives (12 when pluto leaves its state).
-        Returns the lines run: {key: [command, ...]}.
+        AS_SERVICE: as libreswan's ipsec.service does, with the node's
+        drop-in (shutdown_pluto).  Returns the lines run: {key: [...]}.
         """
         node = self.nodes[name]
-        args = ['--shutdown']
-        lines = {}
-        if as_service:
-            lines = self.service_lines(name)
+        lines = self.service_lines(name) if as_service else None
+        shutdown_pluto(self.guest, node['netns'], node['ctlsocket'], lines,
+                       timeout)
+        if lines:
             lines.pop('ExecStartPost')
-            stop = lines['ExecStop']
-            if len(stop) != 1 or not stop[0].startswith(
-                    libreswan.UNIT_STOP):
-                raise RuntimeError('%s: ExecStop %r is not whack --shutdown'
-                                   % (name, stop))
-            args = shlex.split(stop[0])[1:]
-        self.whack(name, *args, check=False)
-        pidfile = os.path.join(node['rundir'], 'pluto.pid')
-        deadline = time.monotonic() + timeout
-        while self.guest.run(['test', '-e', pidfile], check=False).\
-                returncode == 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError('pluto of %s did not stop' % name)
-            time.sleep(0.05)
-        if as_service:
-            run_unit_lines(self.guest, node['netns'], lines['ExecStopPost'],
-                           '12' if '--leave-state' in args else '0')
-        return lines
+        return lines or {}
 
     def whack(self, name, *args, check=True, timeout=60):
         node = self.nodes[name]
