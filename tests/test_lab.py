@@ -29,11 +29,34 @@ from tests import base
 from tripleo_ipsec.node import libreswan
 from tripleo_ipsec.node import names
 from tripleo_ipsec_lab import guest
+from tripleo_ipsec_lab import outage
 from tripleo_ipsec_lab import overcloud
 from tripleo_ipsec_lab import run
 
 # how far the report's outage may be from the one read off the capture
 AGREE_MS = 50
+
+
+def esp_frames(pcap, vip, pinger):
+    """The ESP frames from VIP to PINGER, read by tcpdump: [(time, MAC)]."""
+    out = subprocess.run(
+        ['tcpdump', '-e', '-nn', '-tt', '-r', pcap,
+         'esp and src host %s and dst host %s' % (vip, pinger)],
+        capture_output=True, text=True, check=True).stdout
+    return [(float(line.split()[0]), line.split()[1])
+            for line in out.splitlines()]
+
+
+def widest_gap(frames, move):
+    """The edges (a, b) of the move's widest gap, or None (see below)."""
+    start, end = move['window']
+    new = [t for t, mac in frames
+           if mac == move['new_holder_mac'] and start <= t < end]
+    if not new:
+        return None
+    before = [t for t, _ in frames if start <= t < new[0]]
+    edges = [before[-1] if before else start] + new + [end]
+    return max(zip(edges, edges[1:]), key=lambda e: e[1] - e[0])
 
 
 def capture_outage_ms(pcap, vip, pinger, move):
@@ -44,20 +67,23 @@ def capture_outage_ms(pcap, vip, pinger, move):
     prints them; the gap from the last frame before the new holder's
     first, then between the new holder's frames to the window's end.
     """
-    out = subprocess.run(
-        ['tcpdump', '-e', '-nn', '-tt', '-r', pcap,
-         'esp and src host %s and dst host %s' % (vip, pinger)],
-        capture_output=True, text=True, check=True).stdout
-    frames = [(float(line.split()[0]), line.split()[1])
-              for line in out.splitlines()]
-    start, end = move['window']
-    new = [t for t, mac in frames
-           if mac == move['new_holder_mac'] and start <= t < end]
-    if not new:
-        return None
-    before = [t for t, _ in frames if start <= t < new[0]]
-    edges = [before[-1] if before else start] + new + [end]
-    return int(round(max(b - a for a, b in zip(edges, edges[1:])) * 1000))
+    edges = widest_gap(esp_frames(pcap, vip, pinger), move)
+    return int(round((edges[1] - edges[0]) * 1000)) if edges else None
+
+
+def around(pcap, log, vip, pinger, move, span=0.3):
+    """What the capture and the pinger saw near the widest gap's edges.
+
+    For a disagreement's message: the ESP frames (time, MAC) and the
+    pinger's reply stamps (LOG) within SPAN seconds of either edge.
+    """
+    frames = esp_frames(pcap, vip, pinger)
+    with open(log) as f:
+        stamps = outage.replies(f.read())
+    return [{'edge': e,
+             'frames': [(t, mac) for t, mac in frames if abs(t - e) < span],
+             'replies': [t for t in stamps if abs(t - e) < span]}
+            for e in widest_gap(frames, move)]
 
 
 class TestGuest(base.TestCase):
@@ -230,7 +256,10 @@ class TestLabEndToEnd(base.TestCase):
                 if move['recovered']:
                     self.assertLessEqual(
                         abs(wired - move['outage_ms']), AGREE_MS,
-                        (mode, move, wired))
+                        (mode, move, wired, around(
+                            pcap, os.path.join(work, 'failover',
+                                               '%s-ping.txt' % mode),
+                            fail['vip'], pinger, move)))
                 else:
                     # no frame from the new holder: the window is the figure
                     self.assertIsNone(wired, (mode, move))
