@@ -348,6 +348,15 @@ class GroupNodes(knobs.TwoNodes):
         self.bring_up()
         return out
 
+    def pinger(self, src, dst, tag):
+        """SRC pings DST every 100 ms with the marker: (pid, its log)."""
+        log = os.path.join(self.work, 'ping-%s-%s.txt' % (tag, src))
+        pid = self.g.spawn(['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 '
+                            '-p %s %s > %s' % (wire.MARKER.hex(),
+                                               self.address[dst], log)],
+                           netns=src)
+        return pid, log
+
     def attach_logs(self, exc_info):
         for ns in self.NODES:
             path = os.path.join(getattr(self, 'work', ''), 'pluto-%s.log' % ns)
@@ -521,14 +530,6 @@ class TestGroupRestartAsTheService(GroupNodes):
 
     ROUNDS = 3
 
-    def pinger(self, src, dst, tag):
-        log = os.path.join(self.work, 'ping-%s-%s.txt' % (tag, src))
-        pid = self.g.spawn(['/bin/sh', '-c', 'exec ping -D -n -i 0.1 -W 1 '
-                            '-p %s %s > %s' % (wire.MARKER.hex(),
-                                               self.address[dst], log)],
-                           netns=src)
-        return pid, log
-
     def restart_as_the_service(self, tag, out, dropin, down=None):
         """b stopped and started as the service does, both pinging.
 
@@ -644,3 +645,120 @@ class TestGroupRestartAsTheService(GroupNodes):
             'restarts as the service with the drop-in: (seconds to steady '
             'replies after b\'s start, replies while it was down) %r; the '
             'control (the unit\'s stop): %r' % (figures, control)))
+
+
+def slow_ike(dev, auth_answers):
+    """tc lines that hold DEV's IKE_SA_INIT requests back 500 ms.
+
+    AUTH_ANSWERS: its IKE_AUTH responses too, 1.5 s.  The IKE header's
+    exchange type and flags, after the IP and UDP headers (offsets 46 and
+    47): IKE_SA_INIT 34, IKE_AUTH 35; 0x20 marks a response.
+    """
+    lines = ['tc qdisc add dev %s root handle 1: prio' % dev,
+             'tc qdisc add dev %s parent 1:1 netem delay 500ms' % dev,
+             'tc qdisc add dev %s parent 1:3 netem delay 1500ms' % dev]
+    ike = 'protocol ip u32 match ip protocol 17 0xff match ip dport 500 0xffff'
+    lines.append('tc filter add dev %s parent 1: prio 1 %s match u8 34 0xff '
+                 'at 46 match u8 0 0x20 at 47 flowid 1:1' % (dev, ike))
+    if auth_answers:
+        lines.append('tc filter add dev %s parent 1: prio 2 %s match u8 35 '
+                     '0xff at 46 match u8 0x20 0x20 at 47 flowid 1:3'
+                     % (dev, ike))
+    return '\n'.join(lines)
+
+
+class TestGroupFirstContact(GroupNodes):
+    """Two nodes' first packets to each other at the same moment.
+
+    Both initiate, and each answers the other's negotiation.  libreswan
+    4.10 drops its own, still unanswered at its first retransmit, as
+    superseded once it has answered the peer's, and tells no one: the
+    Child SA it answered is the newest, and the peer's traffic goes into
+    it for nothing.  The lab's guest installs a responder's Child SA in
+    1.1-1.7 s, over the 0.5 s libreswan waits by default; the crossing is
+    made certain here with tc (each IKE_SA_INIT request 500 ms late, b's
+    IKE_AUTH answers 1.5 s late).  The group conns' first retransmit at
+    render.GROUP_RETRANSMIT_MS lets both answers arrive: both ways talk
+    within seconds, nothing in clear.  The control, libreswan's 500 ms:
+    a negotiation dropped as superseded and a way that never answers.
+    """
+
+    WATCH = 20
+    LAST = 12
+
+    def both_at_once(self, out, tag, retransmit_ms):
+        """a and b ping each other from one moment; under a capture.
+
+        Returns ({'a -> b': replies, 'b -> a': replies} in the LAST
+        seconds of WATCH, the plutos' "superseded" lines, the capture).
+        """
+        for ns in self.NODES:
+            root = os.path.join(out, self.hosts[ns])
+            conf = os.path.join(root, names.IPSEC_D,
+                                'tripleo-internal_api.conf')
+            with open(conf) as f:
+                text = f.read()
+            self.assertIn('\tretransmit-interval=%d\n'
+                          % render.GROUP_RETRANSMIT_MS, text)
+            with open(conf, 'w') as f:
+                f.write(text.replace(
+                    'retransmit-interval=%d' % render.GROUP_RETRANSMIT_MS,
+                    'retransmit-interval=%d' % retransmit_ms))
+        logs = {ns: os.path.join(self.work, 'pluto-%s.log' % ns)
+                for ns in self.NODES}
+        since = {ns: os.path.getsize(log) if os.path.exists(log) else 0
+                 for ns, log in logs.items()}
+        self.deploy(out)
+        got = {}
+
+        def ping():
+            flows = {'a -> b': self.pinger('a', 'b', tag),
+                     'b -> a': self.pinger('b', 'a', tag)}
+            started = time.time()
+            time.sleep(self.WATCH)
+            for key, (pid, log) in flows.items():
+                self.g.signal(pid, 2)
+                self.g.wait(pid)
+                with open(log) as f:
+                    got[key] = len([t for t in outage.replies(f.read())
+                                    if t > started + self.WATCH - self.LAST])
+
+        pcap = knobs.capture(self, self.g, os.path.join(
+            self.work, tag + '.pcap'), ping)
+        superseded = []
+        for ns, log in logs.items():
+            with open(log) as f:
+                f.seek(since[ns])
+                superseded += [line.strip() for line in f
+                               if 'was superseded' in line]
+        return got, superseded, pcap
+
+    def test_crossing_first_packets_both_ways(self):
+        out = self.group_pair()
+        self.g.run(['sh', '-ec', slow_ike('va', False)], netns='a')
+        self.g.run(['sh', '-ec', slow_ike('vb', True)], netns='b')
+        got, superseded, pcap = self.both_at_once(
+            out, 'first', render.GROUP_RETRANSMIT_MS)
+        # at most 120 replies each way in those 12 s (about 110 here)
+        self.assertGreater(min(got.values()), 80, got)
+        self.assertEqual([], superseded)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.assertEqual(0, wire.marker_hits(pcap))
+
+        # the control: a clean slate, then libreswan's own first retransmit
+        for ns in self.NODES:
+            self.stop(ns)
+            self.g.run(['sh', '-c', 'ip xfrm policy flush; '
+                        'ip xfrm state flush'], netns=ns)
+            self.start(ns)
+        control, superseded, pcap = self.both_at_once(out, 'control', 500)
+        self.assertTrue(superseded)
+        self.assertEqual(0, min(control.values()), control)
+        self.assertEqual(0, wire.cleartext(pcap))
+        self.addDetail('figures', content.text_content(
+            'first packets both ways at once, replies in the last %d s of '
+            '%d: %r with the first retransmit at %d ms; %r at 500 ms (%d '
+            'negotiations dropped as superseded)' % (
+                self.LAST, self.WATCH, got, render.GROUP_RETRANSMIT_MS,
+                control,
+                len(superseded))))

@@ -75,6 +75,23 @@ SHUNTS = {
 #   libreswan's retransmit timeout (60 s) and negotiates again: 65.5 s
 #   with dpddelay=2s.  10 s keeps the checks rare on idle pairs.
 GROUP_DPDDELAY = '10s'
+# - two nodes' first packets to each other at once (a deploy, a cluster
+#   forming): both initiate, and each answers the other's negotiation
+#   too.  libreswan 4.10 drops its own negotiation, unanswered at its
+#   first retransmit, as superseded once it has answered the peer's, and
+#   tells no one; its peer has meanwhile answered it, and that Child SA,
+#   newer, carries the peer's traffic into nothing.  With both ends so
+#   slow (the lab's guest takes 1.1-1.7 s to install a responder's Child
+#   SA) neither way ever came back: liveness found the dead IKE SA after
+#   60 s and the renegotiation crossed again (tests/test_groups.py, 500 ms
+#   of delay on each IKE_SA_INIT request and 1.5 s on one end's IKE_AUTH
+#   answers); in the lab one controller pair of twelve lost one way for
+#   good (its liveness ``hold`` left an instance that ignores ACQUIREs).
+#   A first retransmit at 5 s instead of 0.5 s lets both answers arrive:
+#   two good IKE SAs, traffic both ways from the first seconds.  It also
+#   waits 5 s to resend a lost IKE packet; the retransmit timeout (60 s)
+#   is unchanged.
+GROUP_RETRANSMIT_MS = 5000
 GROUP_ACQUIRE_EXPIRES = 30
 
 KEY_CHARS = len(base64.b64encode(bytes(keys_mod.PSK_BYTES)))
@@ -258,7 +275,8 @@ def host_files(the_plan, host, master_key, derive=None):
                # keeps them keeps every conn's digest (no conn replaced)
                'encapsulation': opts.encapsulation,
                'compress': opts.compress,
-               'group_dpddelay': GROUP_DPDDELAY}
+               'group_dpddelay': GROUP_DPDDELAY,
+               'group_retransmit_ms': GROUP_RETRANSMIT_MS}
     derive = derive or _Keys(master_key, epoch)
     conns_tpl = _ENV.get_template('conns.conf.j2')
     secrets_tpl = _ENV.get_template('secrets.j2')

@@ -369,7 +369,13 @@ class Lab(object):
         self.report[tag] = {'changed': changed, 'capture': seen}
         self.check('%s: changed=0 on every node' % tag,
                    not any(changed.values()), changed=changed)
-        self.check('%s: SA serials unchanged' % tag, before == after)
+        # {node: {SA: [serial before, serial after]}} for those that moved
+        moved = {h: {c: [before[h].get(c), after[h].get(c)]
+                     for c in set(before[h]) | set(after[h])
+                     if before[h].get(c) != after[h].get(c)}
+                 for h in before}
+        self.check('%s: SA serials unchanged' % tag, before == after,
+                   moved={h: m for h, m in moved.items() if m})
         self.wire_checks(tag, seen, marker_expected=False)
 
     def exemptions(self):
