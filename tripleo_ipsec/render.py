@@ -75,22 +75,21 @@ SHUNTS = {
 #   libreswan's retransmit timeout (60 s) and negotiates again: 65.5 s
 #   with dpddelay=2s.  10 s keeps the checks rare on idle pairs.
 GROUP_DPDDELAY = '10s'
-# - two nodes' first packets to each other at once (a deploy, a cluster
-#   forming): both initiate, and each answers the other's negotiation
-#   too.  libreswan 4.10 drops its own negotiation, unanswered at its
-#   first retransmit, as superseded once it has answered the peer's, and
-#   tells no one; its peer has meanwhile answered it, and that Child SA,
-#   newer, carries the peer's traffic into nothing.  With both ends so
-#   slow (the lab's guest takes 1.1-1.7 s to install a responder's Child
-#   SA) neither way ever came back: liveness found the dead IKE SA after
-#   60 s and the renegotiation crossed again (tests/test_groups.py, 500 ms
-#   of delay on each IKE_SA_INIT request and 1.5 s on one end's IKE_AUTH
-#   answers); in the lab one controller pair of twelve lost one way for
-#   good (its liveness ``hold`` left an instance that ignores ACQUIREs).
-#   A first retransmit at 5 s instead of 0.5 s lets both answers arrive:
-#   two good IKE SAs, traffic both ways from the first seconds.  It also
-#   waits 5 s to resend a lost IKE packet; the retransmit timeout (60 s)
-#   is unchanged.
+# Mode group, two nodes' first packets to each other at once (a deploy, a
+# cluster forming): both initiate, and each answers the other's
+# negotiation too.  libreswan 4.10 drops its own negotiation, unanswered
+# at its first retransmit, as superseded once it has answered the peer's,
+# and tells no one; the peer's Child SA for it, the newer, then carries
+# the peer's traffic into nothing.  The lab's guest takes 1.1-1.7 s to
+# install a responder's Child SA, over libreswan's 0.5 s: a controller
+# pair lost one way for good in a lab run (liveness removed the
+# dead IKE SA after 60 s and ``hold`` left an instance that ignores the
+# kernel's ACQUIREs).  With the crossing made certain (tests/test_groups.py:
+# each IKE_SA_INIT request 500 ms late, one end's IKE_AUTH answers 1.5 s)
+# neither way answered; watched for 110 s, liveness came and the two
+# renegotiations crossed again.  A first retransmit at 5 s lets both
+# answers arrive: two good IKE SAs, both ways answered within seconds.  A
+# lost IKE packet waits 5 s too; the retransmit timeout (60 s) is as it was.
 GROUP_RETRANSMIT_MS = 5000
 GROUP_ACQUIRE_EXPIRES = 30
 
