@@ -379,6 +379,14 @@ class GroupNodes(knobs.TwoNodes):
             self.assertLess(time.monotonic(), deadline, ns)
             time.sleep(0.1)
 
+    def fresh_plutos(self):
+        """Both plutos stopped, their kernel state flushed, started again."""
+        for ns in self.NODES:
+            self.stop(ns)
+            self.g.run(['sh', '-c', 'ip xfrm policy flush; '
+                        'ip xfrm state flush'], netns=ns)
+            self.start(ns)
+
     def deploy_one(self, out, ns):
         old = tempfile.tempdir
         tempfile.tempdir = self.work
@@ -609,11 +617,8 @@ class TestGroupRestartAsTheService(GroupNodes):
             'control', out, False, lambda: self.a_negotiated(since))
         self.assertEqual([libreswan.UNIT_STOP], ran['ExecStop'])
         # a clean slate (the crossing may have left the pair blocked)
+        self.fresh_plutos()
         for ns in self.NODES:
-            self.stop(ns)
-            self.g.run(['sh', '-c', 'ip xfrm policy flush; '
-                        'ip xfrm state flush'], netns=ns)
-            self.start(ns)
             self.deploy_one(out, ns)
         self.first_packets()
 
@@ -746,11 +751,7 @@ class TestGroupFirstContact(GroupNodes):
         self.assertEqual(0, wire.marker_hits(pcap))
 
         # the control: a clean slate, then libreswan's own first retransmit
-        for ns in self.NODES:
-            self.stop(ns)
-            self.g.run(['sh', '-c', 'ip xfrm policy flush; '
-                        'ip xfrm state flush'], netns=ns)
-            self.start(ns)
+        self.fresh_plutos()
         control, superseded, pcap = self.both_at_once(out, 'control', 500)
         self.assertTrue(superseded)
         self.assertEqual(0, min(control.values()), control)
