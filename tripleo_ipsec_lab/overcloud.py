@@ -193,12 +193,7 @@ def shutdown_pluto(guest, netns, ctlsocket, lines=None, timeout=30):
     if len(stop) != 1 or not stop[0].startswith(libreswan.UNIT_STOP):
         raise RuntimeError('%s: ExecStop %r is not whack --shutdown'
                            % (netns, stop))
-    args = shlex.split(stop[0])
-    result = guest.run([args[0], '--ctlsocket', ctlsocket] + args[1:],
-                       netns=netns, check=False)
-    if result.returncode:
-        raise RuntimeError('%s: %s failed (%d): %s' % (
-            netns, stop[0], result.returncode, result.stderr.strip()))
+    run_unit_lines(guest, netns, stop, ctlsocket=ctlsocket)
     pidfile = os.path.join(os.path.dirname(ctlsocket), 'pluto.pid')
     deadline = time.monotonic() + timeout
     while guest.run(['test', '-e', pidfile], netns=netns,
@@ -206,7 +201,7 @@ def shutdown_pluto(guest, netns, ctlsocket, lines=None, timeout=30):
         if time.monotonic() > deadline:
             raise RuntimeError('%s: pluto did not stop' % netns)
         time.sleep(0.05)
-    status = '12' if '--leave-state' in args else '0'
+    status = '12' if '--leave-state' in stop[0].split() else '0'
     run_unit_lines(guest, netns, lines['ExecStopPost'], status)
     return status
 
